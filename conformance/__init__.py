@@ -1,0 +1,1 @@
+"""SSF conformance kit: judges peers by the wire alone."""

@@ -1,0 +1,1 @@
+"""SSF 1.0 receiver library and service."""

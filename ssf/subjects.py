@@ -1,0 +1,251 @@
+"""Subject identifiers: RFC 9493 formats, the SSF §3.5 additions and complex subjects (SSF §3.3).
+
+A :class:`Subject` is immutable and hashable by a canonical key, so it can index the
+transmitter's subject table and the receiver's revocation state. Matching follows SSF
+§8.1.3.1: simple subjects match only when identical; complex subjects match when every
+member either side names is absent on the other side or identical (a missing member is
+a wildcard).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+
+from ssf.errors import InvalidSubject
+
+__all__ = [
+    "COMPLEX_MEMBERS",
+    "SIMPLE_FORMATS",
+    "Subject",
+    "parse_subject",
+    "subject_matches",
+]
+
+#: Format name → its required string members (RFC 9493 §3.2, SSF §3.5).
+SIMPLE_FORMATS: Final[dict[str, tuple[str, ...]]] = {
+    "account": ("uri",),
+    "email": ("email",),
+    "iss_sub": ("iss", "sub"),
+    "opaque": ("id",),
+    "phone_number": ("phone_number",),
+    "did": ("url",),
+    "uri": ("uri",),
+    "jwt_id": ("iss", "jti"),
+    "saml_assertion_id": ("issuer", "assertion_id"),
+}
+#: Formats whose members are arrays (checked separately).
+ARRAY_FORMATS: Final = frozenset({"aliases", "ip-addresses"})
+#: Complex-subject members named by SSF §3.3; others are allowed and kept.
+COMPLEX_MEMBERS: Final = ("user", "device", "session", "application", "tenant", "org_unit", "group")
+#: Pre-1.0 format names still sent by live transmitters.
+_LEGACY_FORMATS: Final = {"phone": "phone_number", "issuer_subject_id": "iss_sub"}
+
+_MAX_DEPTH: Final = 3
+_E164: Final = re.compile(r"^\+[1-9][0-9]{1,14}$")
+_URI_SCHEME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+class Subject(Mapping[str, Any]):
+    """A validated subject identifier; a read-only mapping of its wire members."""
+
+    __slots__ = ("_data", "_hash", "_key")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self._key = json.dumps(_plain(data), sort_keys=True, separators=(",", ":"))
+        self._hash = hash(self._key)
+
+    @property
+    def format(self) -> str:
+        return str(self._data["format"])
+
+    @property
+    def key(self) -> str:
+        """Canonical text, equal for equal subjects: the index key for stores."""
+        return self._key
+
+    @property
+    def is_complex(self) -> bool:
+        return self.format == "complex"
+
+    def member(self, name: str) -> Subject | None:
+        """A complex subject's member (``user``, ``device`` …), or None."""
+        value = self._data.get(name) if self.is_complex else None
+        return value if isinstance(value, Subject) else None
+
+    def members(self) -> dict[str, Subject]:
+        """The complex subject's members by name ({} for a simple subject)."""
+        if not self.is_complex:
+            return {}
+        return {k: v for k, v in self._data.items() if isinstance(v, Subject)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SSF 1.0 wire form (complex subjects carry ``"format": "complex"``)."""
+        return _plain(self._data)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Subject):
+            return self._key == other._key
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Subject({self._key})"
+
+    @classmethod
+    def opaque(cls, id_: str) -> Subject:
+        return parse_subject({"format": "opaque", "id": id_})
+
+    @classmethod
+    def email(cls, email: str) -> Subject:
+        return parse_subject({"format": "email", "email": email})
+
+    @classmethod
+    def iss_sub(cls, iss: str, sub: str) -> Subject:
+        return parse_subject({"format": "iss_sub", "iss": iss, "sub": sub})
+
+    @classmethod
+    def complex(cls, **members: Subject | Mapping[str, Any]) -> Subject:
+        data: dict[str, Any] = {"format": "complex"}
+        for name, value in members.items():
+            data[name] = dict(value.to_dict() if isinstance(value, Subject) else value)
+        return parse_subject(data)
+
+
+def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, Subject):
+            out[k] = v.to_dict()
+        elif isinstance(v, list):
+            out[k] = [x.to_dict() if isinstance(x, Subject) else x for x in v]
+        else:
+            out[k] = v
+    return out
+
+
+def parse_subject(value: object, *, _depth: int = 0, _in_complex: bool = False) -> Subject:
+    """Validate a subject identifier and normalise legacy dialects to the SSF 1.0 form.
+
+    Accepted on input only: Google's ``subject_type`` in place of ``format`` (RISC §3),
+    ``phone`` for ``phone_number``, and a complex subject without a ``format`` member
+    (the pre-final drafts). Unknown formats are kept as proprietary (SSF §3.4) provided
+    they are JSON objects with a string ``format``.
+    """
+    if _depth > _MAX_DEPTH:
+        raise InvalidSubject("subject identifiers nest too deeply")
+    if not isinstance(value, Mapping):
+        raise InvalidSubject("a subject identifier must be a JSON object")
+    data = dict(value)
+    if "format" not in data and "subject_type" in data:
+        data["format"] = data.pop("subject_type")
+    else:
+        data.pop("subject_type", None)
+    fmt = data.get("format")
+    if fmt is None and not _in_complex and any(m in data for m in COMPLEX_MEMBERS):
+        fmt = data["format"] = "complex"
+    if not isinstance(fmt, str) or not fmt:
+        raise InvalidSubject("a subject identifier needs a string 'format'")
+    fmt = _LEGACY_FORMATS.get(fmt, fmt)
+    data["format"] = fmt
+    if fmt == "phone_number" and "phone_number" not in data and "phone" in data:
+        data["phone_number"] = data.pop("phone")
+
+    if fmt == "complex":
+        if _in_complex:
+            raise InvalidSubject("a complex subject member must be a simple identifier")
+        return _parse_complex(data, _depth)
+    if fmt in SIMPLE_FORMATS:
+        for name in SIMPLE_FORMATS[fmt]:
+            member = data.get(name)
+            if not isinstance(member, str) or not member:
+                raise InvalidSubject(f"'{fmt}' subject needs a non-empty string '{name}'")
+        _check_simple(fmt, data)
+    elif fmt == "aliases":
+        ids = data.get("identifiers")
+        if not isinstance(ids, list) or not ids:
+            raise InvalidSubject("'aliases' subject needs a non-empty 'identifiers' array")
+        parsed = [parse_subject(i, _depth=_depth + 1, _in_complex=True) for i in ids]
+        if any(p.format == "aliases" for p in parsed):
+            raise InvalidSubject("'aliases' must not contain an 'aliases' identifier")
+        data["identifiers"] = parsed
+    elif fmt == "ip-addresses":
+        addrs = data.get("ip-addresses")
+        if not isinstance(addrs, list) or not addrs:
+            raise InvalidSubject("'ip-addresses' subject needs a non-empty 'ip-addresses' array")
+        for a in addrs:
+            try:
+                ipaddress.ip_address(a if isinstance(a, str) else "")
+            except ValueError:
+                raise InvalidSubject("'ip-addresses' holds a value that is not an IP address") from None
+    return Subject(data)
+
+
+def _check_simple(fmt: str, data: dict[str, Any]) -> None:
+    if fmt == "email":
+        local, sep, domain = str(data["email"]).rpartition("@")
+        if not sep or not local or not domain or any(c.isspace() for c in data["email"]):
+            raise InvalidSubject("'email' is not an addr-spec")
+        # RFC 5321: the domain is case-insensitive; the local part is kept as sent.
+        data["email"] = f"{local}@{domain.lower()}"
+    elif fmt == "phone_number":
+        if not _E164.match(data["phone_number"]):
+            raise InvalidSubject("'phone_number' must be E.164 with a leading '+'")
+    elif fmt == "account":
+        if not data["uri"].startswith("acct:"):
+            raise InvalidSubject("'account' subject needs an acct: URI")
+    elif fmt == "uri":
+        if not _URI_SCHEME.match(data["uri"]):
+            raise InvalidSubject("'uri' subject needs an absolute URI")
+    elif fmt == "did":
+        if not data["url"].startswith("did:"):
+            raise InvalidSubject("'did' subject needs a DID URL")
+
+
+def _parse_complex(data: dict[str, Any], depth: int) -> Subject:
+    members = 0
+    for name, value in list(data.items()):
+        if name == "format":
+            continue
+        if name in COMPLEX_MEMBERS or isinstance(value, Mapping):
+            data[name] = parse_subject(value, _depth=depth + 1, _in_complex=True)
+            members += 1
+        else:
+            raise InvalidSubject(f"complex subject member '{name}' must be a subject identifier")
+    if members == 0:
+        raise InvalidSubject("a complex subject needs at least one member")
+    return Subject(data)
+
+
+def subject_matches(a: Subject, b: Subject) -> bool:
+    """SSF §8.1.3.1: does subject ``a`` match subject ``b`` (symmetrically)?
+
+    Two simple subjects match only when identical. When either is complex, every member
+    name present on both sides must hold identical values; a member absent on one side is
+    a wildcard. A simple subject compared with a complex one matches when it equals one of
+    the complex subject's members (it names that member's principal and nothing else).
+    """
+    if a.is_complex and b.is_complex:
+        am, bm = a.members(), b.members()
+        shared = am.keys() & bm.keys()
+        return bool(shared) and all(am[k] == bm[k] for k in shared)
+    if a.is_complex:
+        return b in a.members().values()
+    if b.is_complex:
+        return a in b.members().values()
+    return a == b

@@ -1,0 +1,1 @@
+"""The `ssf` command line."""

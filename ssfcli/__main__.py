@@ -1,0 +1,3 @@
+from ssfcli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""SSF 1.0 transmitter service."""
