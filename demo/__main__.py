@@ -6,7 +6,7 @@ from rich.console import Console
 
 from ssf.events import SessionRevoked
 from ssf.keys import KeySet, PublicKeys, generate_signing_key
-from ssf.set import SETVerifier, SecurityEventToken, sign_set
+from ssf.set import SecurityEventToken, SETVerifier, sign_set
 from ssf.subjects import Subject
 
 
@@ -22,7 +22,8 @@ def main() -> int:
     compact = sign_set(token, key)
     console.print(f"signed SET ({len(compact)} bytes): {compact[:60]}…")
     verifier = SETVerifier(
-        issuer="https://idp.example", audience="https://api.example",
+        issuer="https://idp.example",
+        audience="https://api.example",
         keys=PublicKeys.from_key_set(KeySet([key])),
     )
     decoded = verifier.verify(compact)

@@ -15,7 +15,7 @@ from rich.console import Console
 from ssf.errors import SSFError
 from ssf.events import parse_event
 from ssf.keys import SIGNING_ALGORITHMS, KeySet, PublicKeys, generate_signing_key, load_signing_key
-from ssf.set import DEFAULT_ALGORITHMS, SETVerifier, SecurityEventToken, decode_unverified, sign_set
+from ssf.set import DEFAULT_ALGORITHMS, SecurityEventToken, SETVerifier, decode_unverified, sign_set
 from ssf.subjects import parse_subject
 
 keys_app = typer.Typer(help="Generate and inspect signing keys.", no_args_is_help=True)

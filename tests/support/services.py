@@ -64,8 +64,9 @@ class ThreadedServer(uvicorn.Server):
 def serve(app: Any, *, port: int | None = None, **config: Any) -> Iterator[str]:
     """Run an ASGI app on a real loopback port in a thread; yields its base URL."""
     port = port or free_port()
-    cfg = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                         lifespan="on", **config)
+    cfg = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on", **config
+    )
     server = ThreadedServer(cfg)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
