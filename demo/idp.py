@@ -16,10 +16,13 @@ passwords, and the ``/login`` and ``/admin/*`` routes are unauthenticated (loopb
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hmac
 import itertools
 import secrets
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -44,6 +47,7 @@ __all__ = [
     "DemoUser",
     "IdPError",
     "IssuedToken",
+    "OAuthClient",
     "Session",
 ]
 
@@ -97,6 +101,17 @@ class IssuedToken:
     expires_in: int
 
 
+@dataclass(frozen=True, slots=True)
+class OAuthClient:
+    """A machine client of the identity provider's token endpoint (client credentials grant)."""
+
+    client_id: str
+    secret: str
+    scopes: tuple[str, ...]
+    #: The ``aud`` of its tokens: the resource they are for (e.g. the transmitter).
+    audience: str
+
+
 @dataclass(slots=True)
 class _State:
     sessions: dict[str, Session] = field(default_factory=dict)
@@ -117,6 +132,7 @@ class DemoIdP:
         key: SigningKey | None = None,
         token_lifetime: int = 3600,
         client_id: str = "demo-web-app",
+        oauth_clients: tuple[OAuthClient, ...] = (),
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.audience = audience
@@ -127,6 +143,7 @@ class DemoIdP:
         )
         self.token_lifetime = token_lifetime
         self.client_id = client_id
+        self.oauth_clients = {c.client_id: c for c in oauth_clients}
         self._state = _State()
         self._sid_counter = itertools.count(1)
         self.app = self._build_app()
@@ -170,10 +187,38 @@ class DemoIdP:
             "device_id": session.device_id,
             "email": session.user.email,
         }
+        return IssuedToken(self._sign(claims), claims, session, self.token_lifetime)
+
+    def client_token(self, client_id: str, scope: str | None = None) -> dict[str, Any]:
+        """RFC 6749 §4.4.3: a client-credentials access token (RFC 9068 JWT) for a known client."""
+        client = self.oauth_clients.get(client_id)
+        if client is None:
+            raise IdPError(f"no OAuth client {client_id!r}", 401)
+        granted = tuple(client.scopes) if not scope else tuple(scope.split())
+        if not set(granted) <= set(client.scopes):
+            raise IdPError("the requested scope exceeds the client's scopes", 400)
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "sub": client.client_id,
+            "aud": client.audience,
+            "exp": now + self.token_lifetime,
+            "iat": now,
+            "jti": secrets.token_urlsafe(16),
+            "client_id": client.client_id,
+            "scope": " ".join(granted),
+        }
+        return {
+            "access_token": self._sign(claims),
+            "token_type": "Bearer",
+            "expires_in": self.token_lifetime,
+            "scope": " ".join(granted),
+        }
+
+    def _sign(self, claims: dict[str, Any]) -> str:
         signing = self.keys.active
         header = {"alg": signing.alg, "typ": ACCESS_TOKEN_TYP, "kid": signing.kid}
-        token = jwt.encode(header, claims, signing.key, algorithms=[signing.alg])
-        return IssuedToken(token, claims, session, self.token_lifetime)
+        return jwt.encode(header, claims, signing.key, algorithms=[signing.alg])
 
     # -- subjects (SSF §3.3 complex subjects, RFC 9493 formats) ------------------------------
 
@@ -273,6 +318,7 @@ class DemoIdP:
             routes=[
                 Route("/.well-known/oauth-authorization-server", self._metadata, methods=["GET"]),
                 Route("/jwks.json", self._jwks, methods=["GET"]),
+                Route("/oauth/token", self._token, methods=["POST"]),
                 Route("/login", self._login, methods=["POST"]),
                 Route("/admin/sessions/{sid}/end", self._end_session, methods=["POST"]),
                 Route("/admin/devices/{device_id}/compliance", self._device, methods=["POST"]),
@@ -282,7 +328,39 @@ class DemoIdP:
         )
 
     async def _metadata(self, _: Request) -> JSONResponse:
-        return JSONResponse({"issuer": self.issuer, "jwks_uri": f"{self.issuer}/jwks.json"})
+        """RFC 8414 metadata: where the keys and the token endpoint are."""
+        return JSONResponse(
+            {
+                "issuer": self.issuer,
+                "jwks_uri": f"{self.issuer}/jwks.json",
+                "token_endpoint": f"{self.issuer}/oauth/token",
+                "grant_types_supported": ["client_credentials"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            }
+        )
+
+    async def _token(self, request: Request) -> JSONResponse:
+        """RFC 6749 §4.4 client credentials; errors per §5.2."""
+        form = dict(urllib.parse.parse_qsl((await request.body()).decode("utf-8", "replace")))
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        auth = request.headers.get("authorization", "")
+        if auth[:6].lower() == "basic ":
+            try:
+                raw = base64.b64decode(auth[6:].strip(), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                raw = ""
+            user, _, password = raw.partition(":")
+            client_id, secret = urllib.parse.unquote(user), urllib.parse.unquote(password)
+        client = self.oauth_clients.get(client_id or "")
+        if client is None or not secret or not hmac.compare_digest(client.secret, secret):
+            return _oauth_error("invalid_client", "client authentication failed", 401)
+        if form.get("grant_type") != "client_credentials":
+            return _oauth_error("unsupported_grant_type", "only client_credentials is supported", 400)
+        try:
+            body = self.client_token(client.client_id, form.get("scope"))
+        except IdPError as exc:
+            return _oauth_error("invalid_scope", exc.description, 400)
+        return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     async def _jwks(self, _: Request) -> JSONResponse:
         return JSONResponse(self.jwks(), headers={"Cache-Control": "max-age=300"})
@@ -350,6 +428,13 @@ async def _answer(request: Request, handler: Handler) -> JSONResponse:
         )
     except PublishError as exc:
         return JSONResponse({"error": "temporarily_unavailable", "error_description": str(exc)}, 502)
+
+
+def _oauth_error(error: str, description: str, status: int) -> JSONResponse:
+    headers = {"Cache-Control": "no-store"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="demo-idp"'
+    return JSONResponse({"error": error, "error_description": description}, status, headers=headers)
 
 
 def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:

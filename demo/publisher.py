@@ -48,6 +48,7 @@ class TransmitterPublisher:
         *,
         client: httpx.AsyncClient | None = None,
         timeout: float = 10.0,
+        token_endpoint: str | None = None,
     ) -> None:
         self.transmitter_url = transmitter_url.rstrip("/")
         self._client_id = client_id
@@ -57,7 +58,9 @@ class TransmitterPublisher:
         self._timeout = timeout
         self._token: str | None = None
         self._token_expires = 0.0
-        self._token_endpoint: str | None = None
+        #: None: discovered from the transmitter's RFC 8414 metadata. An identity provider that is
+        #: itself the transmitter's authorization server names its own token endpoint here.
+        self._token_endpoint: str | None = token_endpoint
 
     async def publish(
         self,

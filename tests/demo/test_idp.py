@@ -201,7 +201,7 @@ def test_http_routes(idp_server: tuple[DemoIdP, str], transmitter: FakeTransmitt
     _, url = idp_server
     with httpx.Client(base_url=url, timeout=5) as http:
         meta = http.get("/.well-known/oauth-authorization-server").json()
-        assert meta == {"issuer": url, "jwks_uri": f"{url}/jwks.json"}
+        assert (meta["issuer"], meta["jwks_uri"]) == (url, f"{url}/jwks.json")
         login = http.post("/login", json={"username": "ada", "device_id": "laptop-1", "acr": "nist-aal2"})
         assert login.status_code == 200
         token = login.json()
@@ -229,3 +229,70 @@ def test_http_routes(idp_server: tuple[DemoIdP, str], transmitter: FakeTransmitt
         transmitter.refuse_with = 500
         failed = http.post("/admin/users/ada/assurance", json={"level": "nist-aal2"})
         assert failed.status_code == 502 and failed.json()["error"] == "temporarily_unavailable"
+
+
+def test_client_credentials_token_endpoint() -> None:
+    from demo.idp import OAuthClient
+
+    client = OAuthClient("api-push", "pw", ("ssf.read", "ssf.manage"), "http://transmitter:8080")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    idp = DemoIdP(url, audience=AUD, oauth_clients=(client,))
+    with serve(idp.app, port=port), httpx.Client(base_url=url, timeout=5) as http:
+        meta = http.get("/.well-known/oauth-authorization-server").json()
+        assert meta["token_endpoint"] == f"{url}/oauth/token"
+        ok = http.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("api-push", "pw"))
+        assert ok.status_code == 200 and ok.headers["cache-control"] == "no-store"
+        body = ok.json()
+        assert body["scope"] == "ssf.read ssf.manage" and body["token_type"] == "Bearer"
+        claims = pyjwt.decode(
+            body["access_token"],
+            pyjwt.PyJWKClient(f"{url}/jwks.json").get_signing_key_from_jwt(body["access_token"]).key,
+            algorithms=["RS256"],
+            audience="http://transmitter:8080",
+            issuer=url,
+        )
+        assert claims["client_id"] == "api-push" and claims["scope"] == "ssf.read ssf.manage"
+        narrowed = http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "scope": "ssf.read",
+                "client_id": "api-push",
+                "client_secret": "pw",
+            },
+        )
+        assert narrowed.status_code == 200 and narrowed.json()["scope"] == "ssf.read"
+        wrong = http.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=("api-push", "nope")
+        )
+        assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+        assert http.post("/oauth/token", data={"grant_type": "client_credentials"}).status_code == 401
+        grant = http.post("/oauth/token", data={"grant_type": "password"}, auth=("api-push", "pw"))
+        assert grant.status_code == 400 and grant.json()["error"] == "unsupported_grant_type"
+        scope = http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": "ssf.publish"},
+            auth=("api-push", "pw"),
+        )
+        assert scope.status_code == 400 and scope.json()["error"] == "invalid_scope"
+
+
+async def test_publisher_can_use_the_idp_as_authorization_server(transmitter: FakeTransmitter) -> None:
+    """With ``token_endpoint`` set, the publisher never asks the transmitter for a token."""
+    from demo.idp import OAuthClient
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    publisher = TransmitterPublisher(transmitter.url, "idp", "pw", token_endpoint=f"{url}/oauth/token")
+    idp = DemoIdP(
+        url,
+        audience=AUD,
+        publisher=publisher,
+        oauth_clients=(OAuthClient("idp", "pw", ("ssf.publish",), transmitter.url),),
+    )
+    with serve(idp.app, port=port):
+        # The fake only accepts its own token, so the refusal proves which token was sent.
+        with pytest.raises(PublishError, match="HTTP 401"):
+            await idp.set_assurance_level("ada", "nist-aal1")
+    assert transmitter.token_requests == []
