@@ -1,12 +1,125 @@
-"""`ssf transmitter` commands."""
+"""`ssf transmitter` commands: serve, clients and tokens, publishing, keys."""
 
 from __future__ import annotations
 
+import json
+import sys
+
 import typer
 
+from ssf.errors import SSFError
+from transmitter.service import Transmitter
+
 app = typer.Typer(help="SSF transmitter commands.", no_args_is_help=True)
+client_app = typer.Typer(help="OAuth clients of the built-in token endpoint.", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys.", no_args_is_help=True)
+app.add_typer(client_app, name="client")
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()
 def _root() -> None:
-    """SSF transmitter commands."""
+    """SSF transmitter commands (configured by SSF_TRANSMITTER_* variables)."""
+
+
+def _tx() -> Transmitter:
+    from transmitter.settings import TransmitterSettings
+
+    return Transmitter(TransmitterSettings())
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8080, help="TCP port."),
+) -> None:
+    """Run the transmitter (uvicorn, uvloop, httptools, no access log)."""
+    import uvicorn
+
+    from transmitter.app import create_app
+    from transmitter.settings import TransmitterSettings
+
+    try:
+        application = create_app(TransmitterSettings())
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(application, host=host, port=port, access_log=False, log_level="warning")
+
+
+@client_app.command("add")
+def client_add(
+    name: str,
+    scope: list[str] = typer.Option(None, "--scope", help="Scopes (repeat); default ssf.read ssf.manage."),
+    publisher: bool = typer.Option(False, "--publisher", help="A publishing client (scope ssf.publish)."),
+    audience: str | None = typer.Option(None, help="The `aud` of this receiver's SETs (default: client_id)."),
+) -> None:
+    """Register a client and print its client_id and client_secret."""
+    scopes = [x for s in scope or [] for x in s.split()]
+    if publisher:
+        scopes.append("ssf.publish")
+    try:
+        info, secret = _tx().auth.add_client(name, scopes or None, audience)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"client_id={info.client_id}")
+    typer.echo(f"client_secret={secret}")
+    typer.echo(f"scope={' '.join(info.scopes)}")
+
+
+@client_app.command("list")
+def client_list() -> None:
+    for c in _tx().auth.clients():
+        typer.echo(f"{c.name}\t{c.client_id}\t{' '.join(c.scopes)}\taud={c.audience}")
+
+
+@client_app.command("remove")
+def client_remove(name: str) -> None:
+    """Delete a client; its tokens stop working at once."""
+    if not _tx().auth.remove_client(name):
+        typer.echo("no such client", err=True)
+        raise typer.Exit(1)
+
+
+@client_app.command("token")
+def client_token(name: str, scope: str | None = typer.Option(None, help="Narrower scope.")) -> None:
+    """Print a bearer token for a registered client (for scripts)."""
+    tx = _tx()
+    info = tx.auth.client_by_name(name)
+    if info is None:
+        typer.echo("no such client", err=True)
+        raise typer.Exit(1)
+    typer.echo(tx.auth.issue_token(info, scope)["access_token"])
+
+
+@app.command()
+def publish(
+    event_uri: str,
+    subject: str = typer.Option(..., "--subject", help="Subject identifier as JSON."),
+    payload: str = typer.Option("{}", "--payload", help="Event members as JSON."),
+    txn: str | None = typer.Option(None, "--txn", help="Transaction id."),
+) -> None:
+    """Publish one event to every matching stream; prints {stream_id: jti}."""
+    try:
+        result = _tx().publish(json.loads(subject), {event_uri: json.loads(payload)}, txn)
+    except (ValueError, SSFError) as exc:
+        typer.echo(f"error: {getattr(exc, 'description', exc)}", err=True)
+        raise typer.Exit(2) from None
+    sys.stdout.write(json.dumps({"jti": result}) + "\n")
+
+
+@keys_app.command("rotate")
+def keys_rotate(alg: str | None = typer.Option(None, help="Algorithm of the new key.")) -> None:
+    """Add a new signing key; older keys stay in the JWKS for the configured overlap."""
+    key = _tx().keys.rotate(alg)
+    typer.echo(f"new signing key {key.kid} ({key.alg})")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    tx = _tx()
+    active = tx.keys.active.kid
+    for k in tx.keys.all():
+        state = "active" if k.kid == active else f"retired_at={k.retired_at}"
+        typer.echo(f"{k.kid}\t{k.alg}\tcreated_at={k.created_at}\t{state}")

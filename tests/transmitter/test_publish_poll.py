@@ -1,0 +1,161 @@
+"""Publishing (POST /events, Python API) and poll delivery (RFC 8936)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ssf.subjects import Subject
+from tests.transmitter.conftest import CREDENTIAL_CHANGE, SESSION_REVOKED, Server
+
+ALICE = {"format": "email", "email": "alice@example.com"}
+
+
+def publish(
+    server: Server,
+    pub: str,
+    subject: Any = None,
+    event: str = SESSION_REVOKED,
+    payload: Any = None,
+    **extra: Any,
+) -> dict[str, str]:
+    body = {"subject": subject or ALICE, "events": {event: payload or {}}, **extra}
+    r = server.req("POST", "/events", pub, json=body)
+    assert r.status_code == 202, r.text
+    return dict(r.json()["jti"])
+
+
+def test_publish_routes_signs_per_audience_and_polls(server: Server) -> None:
+    rx1, rx2 = server.client(audience="https://rx1.example"), server.client(audience="https://rx2.example")
+    s1 = server.create(rx1, {"events_requested": [SESSION_REVOKED]})
+    s2 = server.create(rx2, {"events_requested": [SESSION_REVOKED, CREDENTIAL_CHANGE]})
+    s3 = server.create(rx2, {"events_requested": [CREDENTIAL_CHANGE]})
+    pub = server.publisher()
+    jtis = publish(
+        server, pub, payload={"initiating_entity": "policy", "reason_admin": {"en": "x"}}, txn="t-1"
+    )
+    assert set(jtis) == {s1["stream_id"], s2["stream_id"]}
+    got = server.poll(rx1, s1)
+    assert list(got["sets"]) == [jtis[s1["stream_id"]]]
+    tok = server.verifier(audience="https://rx1.example").verify(got["sets"][jtis[s1["stream_id"]]])
+    assert tok.iss == server.url and tok.sub_id == Subject.email("alice@example.com") and tok.txn == "t-1"
+    assert tok.event_type == SESSION_REVOKED and tok.event.payload()["initiating_entity"] == "policy"
+    got2 = server.poll(rx2, s2)
+    tok2 = server.verifier(audience="https://rx2.example").verify(next(iter(got2["sets"].values())))
+    assert tok2.aud == "https://rx2.example"
+    assert server.poll(rx2, s3)["sets"] == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"subject": {"format": "email"}, "events": {SESSION_REVOKED: {}}}, "email"),
+        ({"subject": ALICE, "events": {}}, "exactly one"),
+        ({"subject": ALICE, "events": {CREDENTIAL_CHANGE: {"credential_type": "password"}}}, "change_type"),
+        (
+            {"subject": ALICE, "events": {SESSION_REVOKED: {"initiating_entity": "martians"}}},
+            "initiating_entity",
+        ),
+        ({"subject": ALICE, "events": {SESSION_REVOKED: {}}, "txn": 5}, "txn"),
+        ({"subject": ALICE, "events": {SESSION_REVOKED: []}}, "object"),
+        (
+            {
+                "subject": ALICE,
+                "events": {"https://schemas.openid.net/secevent/ssf/event-type/verification": {}},
+            },
+            "transmitter",
+        ),
+        ({"subject": ALICE}, "required"),
+        ({"subject": ALICE, "events": {SESSION_REVOKED: {}}, "extra": 1}, "extra"),
+    ],
+)
+def test_bad_publish_is_400_naming_the_problem(server: Server, body: Any, needle: str) -> None:
+    pub = server.publisher()
+    r = server.req("POST", "/events", pub, json=body)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["description"]
+
+
+def test_ack_before_select_max_events_and_more_available(server: Server) -> None:
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    pub = server.publisher()
+    order = [publish(server, pub)[s["stream_id"]] for _ in range(5)]
+    first = server.poll(rx, s, maxEvents=2)
+    assert list(first["sets"]) == order[:2] and first["moreAvailable"] is True
+    # unacknowledged SETs come again; acked ones never
+    again = server.poll(rx, s, maxEvents=2, ack=order[:2])
+    assert list(again["sets"]) == order[2:4] and again["moreAvailable"] is True
+    errs = {order[2]: {"err": "invalid_audience", "description": "not me"}}
+    rest = server.poll(rx, s, ack=[order[3]], setErrs=errs)
+    assert list(rest["sets"]) == order[4:] and "moreAvailable" not in rest
+    ack_only = server.poll(rx, s, maxEvents=0, ack=[order[4]])
+    assert ack_only == {"sets": {}}
+    assert server.poll(rx, s) == {"sets": {}}
+    counts = server.tx.outbox_counts(s["stream_id"])
+    assert counts == {"delivered": 4, "rejected": 1}
+
+
+def test_long_poll_wakes_on_new_event(server: Server) -> None:
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    pub = server.publisher()
+    result: dict[str, Any] = {}
+
+    def waiter() -> None:
+        result["body"] = server.poll(rx, s, returnImmediately=False)
+        result["at"] = time.monotonic()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive()  # held open: nothing queued yet
+    jti = publish(server, pub)[s["stream_id"]]
+    t.join(10)
+    assert list(result["body"]["sets"]) == [jti]
+
+
+def test_long_poll_times_out_empty(server: Server) -> None:
+    server.tx.settings.long_poll_timeout = 0.5
+    rx = server.client()
+    s = server.create(rx, {})
+    assert server.poll(rx, s, returnImmediately=False) == {"sets": {}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"maxEvents": -1},
+        {"maxEvents": "3"},
+        {"returnImmediately": "yes"},
+        {"ack": "jti"},
+        {"setErrs": {"x": "bad"}},
+        {"bogus": True},
+        [],
+    ],
+)
+def test_malformed_poll_is_400(server: Server, body: Any) -> None:
+    rx = server.client()
+    s = server.create(rx, {})
+    r = server.http.post(s["delivery"]["endpoint_url"], json=body, headers={"Authorization": f"Bearer {rx}"})
+    assert r.status_code == 400 and r.json()["err"] == "invalid_request"
+
+
+def test_poll_needs_auth_and_poll_stream(server: Server, sink: Any) -> None:
+    rx = server.client()
+    s = server.create(rx, {})
+    assert server.http.post(s["delivery"]["endpoint_url"], json={}).status_code == 401
+    push = server.create(rx, {"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": sink.url}})
+    r = server.req("POST", f"/ssf/poll/{push['stream_id']}", rx, json={"returnImmediately": True})
+    assert r.status_code == 400
+
+
+def test_python_api_publish_is_durable_and_identical(server: Server) -> None:
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    out = server.tx.publish(Subject.email("bob@example.com"), {SESSION_REVOKED: {}}, "txn-9")
+    assert list(out) == [s["stream_id"]]
+    assert list(server.poll(rx, s)["sets"]) == [out[s["stream_id"]]]

@@ -1,0 +1,118 @@
+"""``create_app``: the FastAPI application, its error handlers and the worker lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ssf.errors import SSFError
+from transmitter.api import JSON_HEADERS, build_router
+from transmitter.auth import AuthError
+from transmitter.delivery import DeliveryWorker
+from transmitter.errors import TooManyRequests
+from transmitter.service import Transmitter
+from transmitter.settings import TransmitterSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("transmitter")
+
+
+def check_settings(settings: TransmitterSettings) -> None:
+    """Without dev mode the issuer must be https (SSF §7.1)."""
+    if not settings.issuer.startswith("https://") and not settings.dev_mode:
+        raise ValueError("the issuer must be an https URL (set SSF_TRANSMITTER_DEV_MODE=1 for http)")
+    if "?" in settings.issuer or "#" in settings.issuer:
+        raise ValueError("the issuer must not have a query or fragment")
+
+
+def create_app(
+    settings: TransmitterSettings | None = None, *, transmitter: Transmitter | None = None
+) -> FastAPI:
+    """The transmitter service. ``transmitter`` lets a caller share the Python API object."""
+    tx = transmitter or Transmitter(settings)
+    check_settings(tx.settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import asyncio
+
+        tx.notifier.bind(asyncio.get_running_loop())
+        worker = DeliveryWorker(tx)
+        await worker.start()
+        scheduler = _start_rotation(tx)
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+            await worker.stop()
+
+    app = FastAPI(title="SSF transmitter", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.transmitter = tx
+    app.include_router(build_router(tx))
+
+    @app.exception_handler(SSFError)
+    async def _ssf_error(_request: Request, exc: SSFError) -> JSONResponse:
+        headers = dict(JSON_HEADERS)
+        if isinstance(exc, TooManyRequests):
+            headers["Retry-After"] = str(exc.retry_after)
+        status = exc.status_code if exc.status_code < 500 else 400
+        return JSONResponse(exc.to_body(), status_code=status, headers=headers)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:
+        headers = dict(JSON_HEADERS)
+        headers["WWW-Authenticate"] = exc.www_authenticate()
+        err = "invalid_token" if exc.error == "missing_token" else exc.error
+        return JSONResponse(
+            {"err": err, "description": exc.description}, status_code=exc.status, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"err": "invalid_request", "description": "malformed request"}, 400, headers=JSON_HEADERS
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        body = {"err": codes.get(exc.status_code, "invalid_request"), "description": str(exc.detail)}
+        return JSONResponse(body, exc.status_code, headers={**JSON_HEADERS, **(exc.headers or {})})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(
+            {"err": "server_error", "description": "internal error"}, 500, headers=JSON_HEADERS
+        )
+
+    return app
+
+
+def _start_rotation(tx: Transmitter) -> Any:
+    """Optional automatic key rotation (APScheduler); `ssf transmitter keys rotate` otherwise."""
+    interval = tx.settings.key_rotation_interval
+    if not interval:
+        return None
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    scheduler = AsyncIOScheduler()
+
+    async def rotate() -> None:
+        import asyncio
+
+        await asyncio.to_thread(tx.keys.rotate)
+
+    scheduler.add_job(rotate, "interval", seconds=interval, id="ssf-key-rotation", coalesce=True)
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,112 @@
+"""Signing keys in the database (private parts encrypted), rotation with overlap.
+
+SETs are signed with the newest active key; retired keys stay in the JWKS for
+``key_overlap_seconds`` so SETs still queued or in flight keep verifying.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+
+from ssf.keys import KeySet, SigningKey, generate_signing_key, load_signing_key
+from transmitter.db import key_t
+from transmitter.secrets_box import SecretBox
+from transmitter.settings import TransmitterSettings
+
+__all__ = ["KeyStore"]
+
+
+class KeyStore:
+    def __init__(self, engine: Engine, box: SecretBox, settings: TransmitterSettings) -> None:
+        self._engine = engine
+        self._box = box
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._keys = KeySet([])
+        self._jwks: dict[str, Any] = {"keys": []}
+
+    def ensure(self) -> None:
+        """First start: import the configured key file, or generate a key, if none is stored."""
+        with self._engine.begin() as conn:
+            have = conn.execute(select(key_t.c.kid).limit(1)).first()
+            if have is None:
+                key = self._initial_key()
+                conn.execute(key_t.insert().values(**self._row(key)))
+        self.reload()
+
+    def _initial_key(self) -> SigningKey:
+        now = int(time.time())
+        path = self._settings.signing_key_file
+        if path is not None:
+            data = path.read_text()
+            obj = json.loads(data) if data.lstrip().startswith("{") else None
+            if isinstance(obj, dict) and "keys" in obj:
+                return KeySet.from_private_jwks(obj).active
+            key = load_signing_key(data)
+            return SigningKey(key.kid, key.alg, key.key, key.created_at or now)
+        return generate_signing_key(self._settings.signing_alg, created_at=now)
+
+    def _row(self, key: SigningKey) -> dict[str, Any]:
+        return {
+            "kid": key.kid,
+            "alg": key.alg,
+            "private_enc": self._box.encrypt(json.dumps(key.private_jwk())),
+            "created_at": key.created_at,
+            "retired_at": key.retired_at,
+        }
+
+    def reload(self) -> None:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(key_t).order_by(key_t.c.created_at, key_t.c.kid)).all()
+        keys = []
+        for row in rows:
+            key = load_signing_key(self._box.decrypt(row.private_enc))
+            keys.append(SigningKey(row.kid, row.alg, key.key, row.created_at, row.retired_at))
+        ks = KeySet(keys)
+        with self._lock:
+            self._keys = ks
+            self._jwks = ks.jwks()
+
+    @property
+    def active(self) -> SigningKey:
+        with self._lock:
+            return self._keys.active
+
+    def jwks(self) -> dict[str, Any]:
+        with self._lock:
+            return self._jwks
+
+    def all(self) -> list[SigningKey]:
+        with self._lock:
+            return list(self._keys.keys)
+
+    def rotate(self, alg: str | None = None) -> SigningKey:
+        """Add a new active key; the previous one is retired but stays published."""
+        now = int(time.time())
+        new = generate_signing_key(alg or self._settings.signing_alg, created_at=now)
+        with self._engine.begin() as conn:
+            conn.execute(update(key_t).where(key_t.c.retired_at.is_(None)).values(retired_at=now))
+            conn.execute(key_t.insert().values(**self._row(new)))
+        self.prune()
+        return new
+
+    def prune(self) -> list[str]:
+        """Drop keys retired longer ago than the overlap; returns their kids."""
+        cutoff = int(time.time()) - self._settings.key_overlap_seconds
+        with self._engine.begin() as conn:
+            gone = [
+                r[0]
+                for r in conn.execute(
+                    select(key_t.c.kid).where(key_t.c.retired_at.is_not(None), key_t.c.retired_at <= cutoff)
+                )
+            ]
+            if gone:
+                conn.execute(delete(key_t).where(key_t.c.kid.in_(gone)))
+        self.reload()
+        return gone

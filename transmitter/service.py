@@ -1,0 +1,448 @@
+"""The transmitter's Python API: streams, status, subjects, verification, publishing, poll.
+
+Methods are synchronous (one database transaction each) and thread-safe; the HTTP layer runs
+them on worker threads. New SETs wake long polls and the push worker through the notifier.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from ssf import uris
+from ssf.errors import InvalidEvent, InvalidRequest, ModelError
+from ssf.events import EVENT_MODELS, SSF_EVENTS, StreamUpdated, Verification, parse_event
+from ssf.poll import PollRequest
+from ssf.stream import AddSubjectRequest, RemoveSubjectRequest, StreamRequest
+from ssf.subjects import Subject, parse_subject
+from transmitter import outbox
+from transmitter.auth import Authenticator, Principal
+from transmitter.db import EXPIRED, PENDING, create_schema, make_engine, outbox_t, stream_t, subject_t
+from transmitter.errors import Conflict, NotFound, TooManyRequests
+from transmitter.keystore import KeyStore
+from transmitter.notify import Notifier
+from transmitter.secrets_box import SecretBox, load_master_secret
+from transmitter.settings import TransmitterSettings
+from transmitter.ssrf import SSRFGuard
+from transmitter.streams import (
+    Stream,
+    check_transmitter_supplied,
+    check_unknown_members,
+    delivered_for,
+    new_stream_id,
+    resolve_delivery,
+)
+
+__all__ = ["Transmitter"]
+
+
+class Transmitter:
+    def __init__(self, settings: TransmitterSettings | None = None, *, engine: Engine | None = None) -> None:
+        self.settings = settings or TransmitterSettings()
+        self.engine = engine or make_engine(self.settings)
+        create_schema(self.engine, self.settings)
+        self.box = SecretBox(load_master_secret(self.settings))
+        self.keys = KeyStore(self.engine, self.box, self.settings)
+        self.keys.ensure()
+        self.auth = Authenticator(self.engine, self.box, self.settings)
+        self.guard = SSRFGuard(self.settings)
+        self.notifier = Notifier()
+
+    @property
+    def issuer(self) -> str:
+        return self.settings.issuer
+
+    def poll_url(self, stream_id: str) -> str:
+        return f"{self.issuer}/ssf/poll/{stream_id}"
+
+    # --- loading ------------------------------------------------------------------------
+    def _load(self, conn: Connection, stream_id: str, owner: str | None) -> Stream:
+        q = select(stream_t).where(stream_t.c.stream_id == stream_id)
+        if owner is not None:
+            q = q.where(stream_t.c.owner == owner)
+        row = conn.execute(q).first()
+        if row is None:
+            # Another client's stream is as unknown as a missing one: never reveal it.
+            raise NotFound("no stream with that stream_id")
+        header = self.box.decrypt(row.auth_header) if row.auth_header is not None else None
+        return Stream.from_row(row, header)
+
+    def _save(self, conn: Connection, stream: Stream) -> None:
+        values = stream.to_row()
+        values["auth_header"] = self.box.encrypt(stream.auth_header) if stream.auth_header else None
+        conn.execute(update(stream_t).where(stream_t.c.stream_id == stream.stream_id).values(**values))
+
+    def _touch(self, conn: Connection, stream_id: str, now: float) -> None:
+        """SSF §8.1.1: eligible receiver activity restarts the inactivity timer."""
+        conn.execute(update(stream_t).where(stream_t.c.stream_id == stream_id).values(last_activity=now))
+
+    def stream(self, stream_id: str) -> Stream:
+        with self.engine.begin() as conn:
+            return self._load(conn, stream_id, None)
+
+    # --- stream configuration (SSF §8.1.1) -----------------------------------------------
+    def create_stream(self, principal: Principal, req: StreamRequest) -> dict[str, Any]:
+        check_unknown_members(req)
+        given = sorted(req.transmitter_supplied())
+        if given:
+            raise ModelError(f"transmitter-supplied member(s) cannot be set on create: {', '.join(given)}")
+        sid = new_stream_id()
+        method, url, header, extra = resolve_delivery(req.delivery, sid, self.poll_url(sid), None)
+        if method == uris.PUSH and url:
+            self.guard.check_url(url)
+        now = time.time()
+        stream = Stream(
+            stream_id=sid,
+            owner=principal.owner,
+            aud=principal.audience,
+            events_requested=req.events_requested,
+            events_delivered=delivered_for(req.events_requested),
+            method=method,
+            endpoint_url=url,
+            auth_header=header,
+            description=req.description,
+            default_subjects=self.settings.default_subjects,
+            min_verification_interval=self.settings.min_verification_interval,
+            inactivity_timeout=self.settings.inactivity_timeout,
+            last_activity=now,
+            extra={"delivery": extra} if extra else {},
+        )
+        with self.engine.begin() as conn:
+            count = conn.execute(select(func.count()).where(stream_t.c.owner == principal.owner)).scalar_one()
+            if count >= self.settings.max_streams_per_client:
+                raise Conflict("this client already has the maximum number of streams")
+            values = stream.to_row()
+            values["auth_header"] = self.box.encrypt(header) if header else None
+            values["created_at"] = now
+            conn.execute(stream_t.insert().values(**values))
+        return stream.config(self.issuer)
+
+    def read_streams(
+        self, principal: Principal, stream_id: str | None
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        with self.engine.begin() as conn:
+            if stream_id is not None:
+                stream = self._load(conn, stream_id, principal.owner)
+                self._touch(conn, stream_id, time.time())
+                return stream.config(self.issuer)
+            rows = conn.execute(
+                select(stream_t).where(stream_t.c.owner == principal.owner).order_by(stream_t.c.created_at)
+            ).all()
+        return [
+            Stream.from_row(r, self.box.decrypt(r.auth_header) if r.auth_header else None).config(self.issuer)
+            for r in rows
+        ]
+
+    def update_stream(self, principal: Principal, req: StreamRequest, *, replace: bool) -> dict[str, Any]:
+        """PATCH (``replace=False``) or PUT (``replace=True``), SSF §8.1.1.3-4."""
+        check_unknown_members(req)
+        if not req.stream_id:
+            raise ModelError("stream_id is required")
+        sid = req.stream_id
+        with self.engine.begin() as conn:
+            stream = self._load(conn, sid, principal.owner)
+            check_transmitter_supplied(req, stream, self.issuer)
+            present = req.receiver_supplied()
+            if replace or "delivery" in present:
+                method, url, header, extra = resolve_delivery(req.delivery, sid, self.poll_url(sid), stream)
+                if method == uris.PUSH and url and url != stream.endpoint_url:
+                    self.guard.check_url(url)
+                stream.method, stream.endpoint_url, stream.auth_header = method, url, header
+                stream.extra = {"delivery": extra} if extra else {}
+            if replace or "events_requested" in present:
+                stream.events_requested = req.events_requested
+                stream.events_delivered = delivered_for(req.events_requested)
+            if replace or "description" in present:
+                stream.description = req.description
+            stream.last_activity = time.time()
+            self._save(conn, stream)
+        self.notifier.notify([sid])
+        return stream.config(self.issuer)
+
+    def delete_stream(self, principal: Principal, stream_id: str) -> None:
+        with self.engine.begin() as conn:
+            self._load(conn, stream_id, principal.owner)
+            outbox.purge_stream(conn, stream_id)
+            conn.execute(stream_t.delete().where(stream_t.c.stream_id == stream_id))
+        self.notifier.notify([stream_id])
+
+    # --- status (SSF §8.1.2, §8.1.5) -----------------------------------------------------
+    def get_status(self, principal: Principal, stream_id: str) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            s = self._load(conn, stream_id, principal.owner)
+            self._touch(conn, stream_id, time.time())
+        return _status_body(s)
+
+    def receiver_set_status(
+        self, principal: Principal, stream_id: str, status: str, reason: str | None
+    ) -> dict[str, Any]:
+        """A receiver's own change: applied at once, no stream-updated event (SSF §8.1.2.2)."""
+        with self.engine.begin() as conn:
+            s = self._load(conn, stream_id, principal.owner)
+            self._apply_status(conn, s, status, reason, notify_receiver=False)
+            self._touch(conn, stream_id, time.time())
+        self.notifier.notify([stream_id])
+        return _status_body(s)
+
+    def set_status(self, stream_id: str, status: str, reason: str | None = None) -> dict[str, Any]:
+        """A transmitter-initiated change (operator, inactivity, failing receiver): a
+        stream-updated event goes out before stopping / upon re-enabling (SSF §8.1.5)."""
+        if status not in ("enabled", "paused", "disabled"):
+            raise ModelError("status must be enabled, paused or disabled")
+        with self.engine.begin() as conn:
+            s = self._load(conn, stream_id, None)
+            self._apply_status(conn, s, status, reason, notify_receiver=True)
+        self.notifier.notify([stream_id])
+        return _status_body(s)
+
+    def _apply_status(
+        self, conn: Connection, s: Stream, status: str, reason: str | None, *, notify_receiver: bool
+    ) -> None:
+        now = time.time()
+        changed = s.status != status
+        if status == "disabled" and changed:
+            # A disabled stream keeps nothing (SSF §8.1.2.1).
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    select(outbox_t.c.id).where(
+                        outbox_t.c.stream_id == s.stream_id,
+                        outbox_t.c.state == PENDING,
+                        outbox_t.c.control.is_(False),
+                    )
+                )
+            ]
+            outbox.expire(conn, ids, "stream disabled", now)
+        values: dict[str, Any] = {"status": status, "reason": reason}
+        if status == "enabled":
+            values["failing_since"] = None
+        conn.execute(update(stream_t).where(stream_t.c.stream_id == s.stream_id).values(**values))
+        s.status, s.reason = status, reason
+        if notify_receiver and changed:
+            outbox.enqueue(
+                conn,
+                issuer=self.issuer,
+                key=self.keys.active,
+                stream_id=s.stream_id,
+                aud=s.aud,
+                subject=Subject.opaque(s.stream_id),
+                event_type=uris.STREAM_UPDATED,
+                event=StreamUpdated(status=status, reason=reason),  # type: ignore[arg-type]
+                control=True,
+                priority=1,
+                now=now,
+            )
+
+    # --- subjects (SSF §8.1.3) -----------------------------------------------------------
+    def add_subject(self, principal: Principal, req: AddSubjectRequest) -> None:
+        with self.engine.begin() as conn:
+            self._load(conn, req.stream_id, principal.owner)
+            self._put_subject(
+                conn, req.stream_id, req.subject, included=True, verified=req.verified is not False
+            )
+            self._touch(conn, req.stream_id, time.time())
+
+    def remove_subject(self, principal: Principal, req: RemoveSubjectRequest) -> None:
+        with self.engine.begin() as conn:
+            s = self._load(conn, req.stream_id, principal.owner)
+            if req.subject == Subject.opaque(s.stream_id):
+                raise ModelError("the stream's own subject cannot be removed")
+            self._put_subject(conn, req.stream_id, req.subject, included=False, verified=True)
+            self._touch(conn, req.stream_id, time.time())
+
+    def _put_subject(
+        self, conn: Connection, stream_id: str, subject: Subject, *, included: bool, verified: bool
+    ) -> None:
+        conn.execute(
+            subject_t.delete().where(
+                subject_t.c.stream_id == stream_id, subject_t.c.subject_key == subject.key
+            )
+        )
+        conn.execute(
+            subject_t.insert().values(
+                stream_id=stream_id,
+                subject_key=subject.key,
+                subject_json=json.dumps(subject.to_dict()),
+                is_complex=subject.is_complex,
+                included=included,
+                verified=verified,
+            )
+        )
+
+    # --- verification (SSF §8.1.4) -------------------------------------------------------
+    def request_verification(self, principal: Principal, stream_id: str, state: str | None) -> str:
+        now = time.time()
+        with self.engine.begin() as conn:
+            s = self._load(conn, stream_id, principal.owner)
+            wait = s.last_verification + s.min_verification_interval - now
+            if s.min_verification_interval and wait > 0:
+                raise TooManyRequests("verification requested too often", math.ceil(wait))
+            conn.execute(
+                update(stream_t)
+                .where(stream_t.c.stream_id == stream_id)
+                .values(last_verification=now, last_activity=now)
+            )
+            jti = self._verification(conn, s, state, now)
+        self.notifier.notify([stream_id])
+        return jti
+
+    def send_verification(self, stream_id: str) -> str:
+        """A transmitter-initiated verification event: it never carries ``state``."""
+        with self.engine.begin() as conn:
+            jti = self._verification(conn, self._load(conn, stream_id, None), None, time.time())
+        self.notifier.notify([stream_id])
+        return jti
+
+    def _verification(self, conn: Connection, s: Stream, state: str | None, now: float) -> str:
+        return outbox.enqueue(
+            conn,
+            issuer=self.issuer,
+            key=self.keys.active,
+            stream_id=s.stream_id,
+            aud=s.aud,
+            subject=Subject.opaque(s.stream_id),
+            event_type=uris.VERIFICATION,
+            event=Verification(state=state),
+            priority=1,
+            now=now,
+        )
+
+    # --- publishing ----------------------------------------------------------------------
+    def publish(self, subject: object, events: object, txn: object = None) -> dict[str, str]:
+        """Validate, route, sign per stream and write to the outbox in one transaction.
+
+        Returns ``{stream_id: jti}``; durable once this returns. Raises ``SSFError`` (400)
+        naming the problem for a bad subject, event or txn.
+        """
+        return self.publish_many([(subject, events, txn)])[0]
+
+    def publish_many(self, items: list[tuple[object, object, object]]) -> list[dict[str, str]]:
+        """Several events in one transaction (one commit): the batch form of :meth:`publish`."""
+        parsed = [_validate_publish(*item) for item in items]
+        now = time.time()
+        key = self.keys.active
+        out: list[dict[str, str]] = []
+        touched: set[str] = set()
+        with self.engine.begin() as conn:
+            for subject, event_type, event, txn in parsed:
+                result: dict[str, str] = {}
+                for r in outbox.route(conn, subject, event_type):
+                    result[r.stream_id] = outbox.enqueue(
+                        conn,
+                        issuer=self.issuer,
+                        key=key,
+                        stream_id=r.stream_id,
+                        aud=json.loads(r.aud),
+                        subject=subject,
+                        event_type=event_type,
+                        event=event,
+                        txn=txn,
+                        now=now,
+                    )
+                    if r.status == "paused":
+                        outbox.trim_paused(conn, r.stream_id, self.settings.paused_max_events, now)
+                out.append(result)
+                touched.update(result)
+        self.notifier.notify(touched)
+        return out
+
+    # --- poll (RFC 8936) -----------------------------------------------------------------
+    def poll_once(
+        self, principal: Principal, stream_id: str, req: PollRequest
+    ) -> tuple[dict[str, str], bool]:
+        """Apply acks and errors, then select; returns (sets, moreAvailable)."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            s = self._load(conn, stream_id, principal.owner)
+            if s.method != uris.POLL:
+                raise ModelError("this stream does not use poll delivery")
+            if req.ack:
+                outbox.ack(conn, stream_id, req.ack, now)
+            if req.set_errs:
+                outbox.reject(conn, stream_id, {k: v.model_dump() for k, v in req.set_errs.items()}, now)
+            self._touch(conn, stream_id, now)
+            limit = (
+                self.settings.max_poll_events
+                if req.max_events is None
+                else min(req.max_events, self.settings.max_poll_events)
+            )
+            if limit == 0:
+                return {}, False
+            rows = outbox.select_for_poll(conn, stream_id, s.status, limit + 1)
+        more = len(rows) > limit
+        return {r.jti: r.token for r in rows[:limit]}, more
+
+    # --- maintenance ---------------------------------------------------------------------
+    def maintain(self, now: float | None = None) -> None:
+        """Inactivity timeouts, paused retention by age, key pruning and reload."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            idle = conn.execute(
+                select(stream_t.c.stream_id, stream_t.c.inactivity_timeout, stream_t.c.last_activity).where(
+                    stream_t.c.status == "enabled", stream_t.c.inactivity_timeout.is_not(None)
+                )
+            ).all()
+            cutoff = now - self.settings.paused_retention_seconds
+            paused = [
+                r[0] for r in conn.execute(select(stream_t.c.stream_id).where(stream_t.c.status == "paused"))
+            ]
+            if paused:
+                conn.execute(
+                    update(outbox_t)
+                    .where(
+                        outbox_t.c.stream_id.in_(paused),
+                        outbox_t.c.state == PENDING,
+                        outbox_t.c.control.is_(False),
+                        outbox_t.c.created_at < cutoff,
+                    )
+                    .values(state=EXPIRED, last_error="paused retention: age limit", done_at=now)
+                )
+        for r in idle:
+            if r.last_activity + r.inactivity_timeout < now:
+                self.set_status(r.stream_id, self.settings.inactivity_action, "inactivity timeout")
+        self.keys.prune()
+
+    def outbox_counts(self, stream_id: str) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox_t.c.state, func.count())
+                .where(outbox_t.c.stream_id == stream_id)
+                .group_by(outbox_t.c.state)
+            ).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _status_body(s: Stream) -> dict[str, Any]:
+    body: dict[str, Any] = {"stream_id": s.stream_id, "status": s.status}
+    if s.reason is not None:
+        body["reason"] = s.reason
+    return body
+
+
+def _validate_publish(subject: object, events: object, txn: object) -> tuple[Subject, str, Any, str | None]:
+    sub = subject if isinstance(subject, Subject) else parse_subject(subject)
+    if not isinstance(events, Mapping) or len(events) != 1:
+        raise InvalidRequest("'events' must be an object holding exactly one event (SSF §4.2.1)")
+    ((event_type, payload),) = events.items()
+    if not isinstance(event_type, str) or not event_type:
+        raise InvalidEvent("the event type must be a URI")
+    if event_type in SSF_EVENTS:
+        raise InvalidEvent("verification and stream-updated events are sent by the transmitter itself")
+    if txn is not None and (not isinstance(txn, str) or not txn):
+        raise InvalidRequest("'txn' must be a non-empty string")
+    if event_type not in EVENT_MODELS and ":" not in event_type:
+        raise InvalidEvent("the event type must be a URI")
+    event = parse_event(event_type, payload)
+    allowed = type(event).subject_formats
+    if allowed is not None and sub.format not in allowed:
+        raise InvalidEvent(f"event '{event_type}' needs a subject of format {sorted(allowed)}")
+    return sub, event_type, event, txn

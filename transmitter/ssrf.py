@@ -1,0 +1,108 @@
+"""SSRF guard for receiver-supplied push URLs.
+
+A push ``endpoint_url`` must be ``https`` and every address its host resolves to must be
+public: loopback, private, link-local, carrier-grade NAT, multicast, reserved, unspecified and
+cloud metadata addresses are refused unless the operator allowed the host or network
+(``allowed_push_destinations``) or runs in development mode. The worker re-checks before
+pushing (cached briefly), so a DNS answer that changes later is caught too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+from typing import Final
+from urllib.parse import urlsplit
+
+from ssf.errors import ModelError
+from transmitter.settings import TransmitterSettings
+
+__all__ = ["SSRFGuard"]
+
+_METADATA: Final = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),
+        ipaddress.ip_address("fd00:ec2::254"),
+        ipaddress.ip_address("100.100.100.200"),
+    }
+)
+_CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _forbidden(ip: IPAddress) -> str | None:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in _METADATA:
+        return "a cloud metadata address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_private or (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT):
+        return "a private address"
+    if ip.is_multicast or ip.is_reserved or ip.is_unspecified:
+        return "a reserved address"
+    return None
+
+
+class SSRFGuard:
+    def __init__(self, settings: TransmitterSettings) -> None:
+        self.dev_mode = settings.dev_mode
+        self._hosts: set[str] = set()
+        self._nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for item in settings.allowed_push_destinations:
+            try:
+                self._nets.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self._hosts.add(item.lower().rstrip("."))
+        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def check_url(self, url: str) -> None:
+        """Raise :class:`ModelError` (400) when ``url`` may not receive pushes."""
+        problem = self._problem(url)
+        if problem:
+            raise ModelError(f"delivery.endpoint_url {problem}")
+
+    def allowed(self, url: str) -> str | None:
+        """Worker-side re-check, cached for 60 s per URL host; returns the problem or None."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(url)
+            if hit and hit[0] > now:
+                return hit[1]
+        problem = self._problem(url)
+        with self._lock:
+            self._cache[url] = (now + 60, problem)
+        return problem
+
+    def _problem(self, url: str) -> str | None:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+            port = parts.port
+        except ValueError:
+            return "is not a valid URL"
+        if parts.scheme not in ("https", "http") or not host:
+            return "must be an absolute https URL"
+        if parts.scheme != "https" and not self.dev_mode:
+            return "must use https"
+        if parts.username or parts.password:
+            return "must not carry credentials"
+        if self.dev_mode or host.lower().rstrip(".") in self._hosts:
+            return None
+        try:
+            infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError):
+            return "does not resolve"
+        for info in infos:
+            ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+            if any(ip in net for net in self._nets):
+                continue
+            why = _forbidden(ip)
+            if why:
+                return f"resolves to {why}, which is not allowed"
+        return None
