@@ -159,23 +159,47 @@ def _retire(key: SigningKey, now: int) -> SigningKey:
     return SigningKey(key.kid, key.alg, key.key, key.created_at, now)
 
 
+def _verifiable_algs(key: AnyKey, declared: str | None) -> frozenset[str]:
+    """The signing algorithms this key may verify: its type, curve, ``use`` and ``alg`` fit."""
+    if isinstance(key, jwk.RSAKey):
+        algs = {"RS256", "PS256"}
+    elif isinstance(key, jwk.ECKey):
+        algs = {"ES256"} if key.curve_name == "P-256" else set()
+    elif isinstance(key, jwk.OKPKey):
+        algs = {"EdDSA"} if key.curve_name in ("Ed25519", "Ed448") else set()
+    else:
+        algs = set()
+    if declared is not None:
+        algs &= {declared}
+    return frozenset(algs)
+
+
 class PublicKeys:
-    """Imported verification keys by ``kid``, built once per JWKS (import costs 20-40 µs a key)."""
+    """Imported verification keys by ``kid``, built once per JWKS (import costs 20-40 µs a key).
+
+    For every key the algorithms it can verify are worked out at import (key type, curve,
+    declared ``alg``), so :meth:`find` is a dictionary lookup on the hot path.
+    """
 
     __slots__ = ("_by_kid", "_keyless")
 
     def __init__(self, keys: Iterable[tuple[str | None, str | None, AnyKey]] = ()) -> None:
-        self._by_kid: dict[str, tuple[str | None, AnyKey]] = {}
-        self._keyless: list[tuple[str | None, AnyKey]] = []
+        self._by_kid: dict[str, tuple[frozenset[str], AnyKey]] = {}
+        self._keyless: list[tuple[frozenset[str], AnyKey]] = []
         for kid, alg, key in keys:
+            entry = (_verifiable_algs(key, alg), key)
             if kid:
-                self._by_kid[kid] = (alg, key)
+                self._by_kid[kid] = entry
             else:
-                self._keyless.append((alg, key))
+                self._keyless.append(entry)
 
     @classmethod
     def from_jwks(cls, jwks: object) -> PublicKeys:
-        """Import a JWKS document; private or symmetric members are refused outright."""
+        """Import a JWKS document; private or symmetric members are refused outright.
+
+        Members for another ``use`` (``enc``) or of key types that cannot verify a SET
+        (e.g. X25519) are skipped.
+        """
         if not isinstance(jwks, Mapping) or not isinstance(jwks.get("keys"), list):
             raise KeyMaterialError("a JWKS needs a 'keys' array")
         imported: list[tuple[str | None, str | None, AnyKey]] = []
@@ -192,8 +216,12 @@ class PublicKeys:
                 raise KeyMaterialError("a JWKS member could not be imported") from exc
             if key.is_private:
                 raise KeyMaterialError("a public JWKS must not hold private keys")
-            alg = item.get("alg")
-            imported.append((item.get("kid"), alg if isinstance(alg, str) else None, key))
+            if isinstance(key, jwk.OctKey):
+                raise KeyMaterialError("symmetric keys have no place in a public JWKS")
+            kid, alg = item.get("kid"), item.get("alg")
+            imported.append(
+                (kid if isinstance(kid, str) else None, alg if isinstance(alg, str) else None, key)
+            )
         return cls(imported)
 
     @classmethod
@@ -201,18 +229,13 @@ class PublicKeys:
         return cls.from_jwks(keys.jwks())
 
     def find(self, kid: str | None, alg: str) -> AnyKey | None:
-        """The key for a header's ``kid`` and ``alg``; without a kid, the only matching key."""
-        kty = SIGNING_ALGORITHMS.get(alg)
+        """The key for a header's ``kid`` and ``alg``; without a kid, the only fitting key."""
         if kid is not None:
             hit = self._by_kid.get(kid)
-            if hit is None or (hit[0] is not None and hit[0] != alg) or hit[1].key_type != kty:
+            if hit is None or alg not in hit[0]:
                 return None
             return hit[1]
-        fits = [
-            k
-            for a, k in [*self._by_kid.values(), *self._keyless]
-            if k.key_type == kty and (a is None or a == alg)
-        ]
+        fits = [k for algs, k in [*self._by_kid.values(), *self._keyless] if alg in algs]
         return fits[0] if len(fits) == 1 else None
 
     def kids(self) -> frozenset[str]:

@@ -10,15 +10,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from functools import lru_cache
+from typing import Any, Final, TypeGuard
 
 from joserfc import jws
-from joserfc.errors import BadSignatureError, JoseError, UnsupportedAlgorithmError
+from joserfc.errors import JoseError, SecurityWarning
+from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import OctKey
+from joserfc.util import urlsafe_b64encode
+from pydantic_core import from_json
 
 from ssf import uris
 from ssf.errors import (
@@ -27,12 +33,14 @@ from ssf.errors import (
     InvalidIssuer,
     InvalidKey,
     InvalidRequest,
+    InvalidSubject,
+    KeyMaterialError,
     SETError,
     SETTooLarge,
 )
 from ssf.events.base import Event
-from ssf.events.registry import parse_event
-from ssf.keys import AnyKey, PublicKeys, SigningKey
+from ssf.events.registry import is_standard, parse_event
+from ssf.keys import SIGNING_ALGORITHMS, AnyKey, PublicKeys, SigningKey
 from ssf.subjects import Subject, parse_subject
 
 __all__ = [
@@ -115,16 +123,85 @@ class SecurityEventToken:
             out["txn"] = self.txn
         if self.toe is not None:
             out["toe"] = self.toe
-        out["sub_id"] = self.sub_id.to_dict()
+        out["sub_id"] = self.sub_id._wire_form()
         out["events"] = {self.event_type: self.event.payload()}
         return out
 
+    def claims_json(self) -> str:
+        """:meth:`claims` as compact ASCII JSON, byte for byte what ``json.dumps`` gives,
+        assembled from the subject's and the event's cached encodings."""
+        aud = self.aud
+        optional = ""
+        if self.txn is not None:
+            optional = ',"txn":' + _json_str(self.txn)
+        if self.toe is not None:
+            optional += ',"toe":' + _json_num(self.toe)
+        return '{"iss":%s,"jti":%s,"iat":%s,"aud":%s%s,"sub_id":%s,"events":{%s:%s}}' % (  # noqa: UP031
+            _json_str(self.iss),
+            _json_str(self.jti),
+            _json_num(self.iat),
+            _json_str(aud) if isinstance(aud, str) else "[" + ",".join(map(_json_str, aud)) + "]",
+            optional,
+            self.sub_id.to_json(),
+            _json_str(self.event_type),
+            self.event.payload_json(),
+        )
+
+
+_json_str: Final[Callable[[str], str]] = json.encoder.encode_basestring_ascii
+
+
+def _json_num(value: float) -> str:
+    return int.__repr__(value) if type(value) is int else json.dumps(value, allow_nan=False)
+
+
+def _alg_model(name: str) -> JWSAlgModel:
+    """joserfc's implementation of a JWS algorithm (looked up once; no per-call registry)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)  # "EdDSA is deprecated" (RFC 9864)
+        return _REGISTRY.get_alg(name)
+
+
+_REGISTRY: Final = jws.JWSRegistry(
+    algorithms=[*SIGNING_ALGORITHMS, *HMAC_ALGORITHMS], strict_check_header=False
+)
+_ALG_MODELS: Final[dict[str, JWSAlgModel]] = {
+    name: _alg_model(name) for name in (*SIGNING_ALGORITHMS, *HMAC_ALGORITHMS)
+}
+
+
+@lru_cache(maxsize=1024)
+def _header_segment(alg: str, kid: str) -> bytes:
+    """BASE64URL of the SET's JOSE header: constant per signing key, so encoded once."""
+    header = {"alg": alg, "typ": uris.SET_TYP, "kid": kid}
+    return urlsafe_b64encode(json.dumps(header, separators=(",", ":")).encode())
+
 
 def sign_set(token: SecurityEventToken, key: SigningKey) -> str:
-    """Sign as compact JWS with ``typ: secevent+jwt`` and the key's ``kid``."""
-    header = {"alg": key.alg, "typ": uris.SET_TYP, "kid": key.kid}
-    payload = json.dumps(token.claims(), separators=(",", ":"), ensure_ascii=False).encode()
-    return jws.serialize_compact(header, payload, key.key, algorithms=[key.alg])
+    """Sign as compact JWS with ``typ: secevent+jwt`` and the key's ``kid``.
+
+    joserfc's algorithm implementation signs (with its key/algorithm checks); the header
+    segment is cached per (alg, kid) instead of being rebuilt and re-checked per SET.
+    """
+    model = _ALG_MODELS.get(key.alg)
+    if model is None:
+        raise KeyMaterialError(f"unsupported signing algorithm {key.alg!r}")
+    payload = token.claims_json().encode("ascii")
+    signing_input = _header_segment(key.alg, key.kid) + b"." + urlsafe_b64encode(payload)
+    try:
+        if _CHECKED_SIGNING_KEYS.get(id(key.key)) != (key.key, key.alg):
+            model.check_key(key.key)
+            if len(_CHECKED_SIGNING_KEYS) >= 64:
+                _CHECKED_SIGNING_KEYS.clear()
+            _CHECKED_SIGNING_KEYS[id(key.key)] = (key.key, key.alg)
+        signature = model.sign(signing_input, key.key)
+    except (JoseError, ValueError, TypeError) as exc:
+        raise KeyMaterialError(f"the key cannot sign with {key.alg}") from exc
+    return (signing_input + b"." + urlsafe_b64encode(signature)).decode("ascii")
+
+
+#: Keys that passed joserfc's key/algorithm check, by id (the tuple keeps the key alive).
+_CHECKED_SIGNING_KEYS: dict[int, tuple[AnyKey, str]] = {}
 
 
 def _b64json(segment: str) -> Any:
@@ -140,61 +217,67 @@ def decode_unverified(token: str | bytes) -> tuple[dict[str, Any], dict[str, Any
         raise InvalidRequest("a SET is a compact JWS of three dot-separated parts")
     try:
         header, claims = _b64json(parts[0]), _b64json(parts[1])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("SET header or payload is not base64url JSON") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise InvalidRequest("SET header and payload must be JSON objects")
     return header, claims
 
 
+_KNOWN_CLAIMS: Final = frozenset({"iss", "jti", "iat", "aud", "txn", "toe", "sub_id", "events"})
+
+
 def parse_claims(claims: Mapping[str, Any]) -> SecurityEventToken:
-    """Validate the claim set of a SET and normalise legacy dialects to the SSF 1.0 form."""
-    for name in _FORBIDDEN_CLAIMS:
-        if name in claims:
-            raise InvalidRequest(f"an SSF SET must not carry '{name}'")
+    """Validate the claim set of a SET and normalise legacy dialects to the SSF 1.0 form.
+
+    A pre-1.0 subject inside the event object (SSF §3.1.1) is the fallback when ``sub_id``
+    is absent; it is removed from the payload of known event types (output is SSF 1.0),
+    while the payload of an event type without a model is kept untouched.
+    """
+    if "sub" in claims or "exp" in claims:
+        raise InvalidRequest(f"an SSF SET must not carry '{'sub' if 'sub' in claims else 'exp'}'")
     iss, jti, iat, aud = claims.get("iss"), claims.get("jti"), claims.get("iat"), claims.get("aud")
-    if not isinstance(iss, str) or not iss:
+    if type(iss) is not str or not iss:
         raise InvalidRequest("'iss' is required")
-    if not isinstance(jti, str) or not jti:
+    if type(jti) is not str or not jti:
         raise InvalidRequest("'jti' is required")
-    if not isinstance(iat, int | float) or isinstance(iat, bool):
+    if not _is_number(iat):
         raise InvalidRequest("'iat' is required as a NumericDate")
     audience: str | tuple[str, ...]
-    if isinstance(aud, str) and aud:
+    if type(aud) is str and aud:
         audience = aud
-    elif isinstance(aud, list) and aud and all(isinstance(a, str) and a for a in aud):
+    elif type(aud) is list and aud and all(type(a) is str and a for a in aud):
         audience = tuple(aud)
     else:
         raise InvalidRequest("'aud' must be a string or an array of strings")
     txn, toe = claims.get("txn"), claims.get("toe")
-    if txn is not None and not isinstance(txn, str):
+    if txn is not None and type(txn) is not str:
         raise InvalidRequest("'txn' must be a string")
     if toe is not None and not _is_number(toe):
         raise InvalidRequest("'toe' must be a NumericDate")
     events = claims.get("events")
-    if not isinstance(events, dict) or not events:
+    if type(events) is not dict or not events:
         raise InvalidRequest("'events' must be a non-empty object")
     if len(events) != 1:
         raise InvalidRequest("an SSF SET carries exactly one event")
     ((event_type, payload),) = events.items()
-    if not isinstance(payload, dict):
+    if type(payload) is not dict:
         raise InvalidRequest("the event must be a JSON object")
     raw_subject = claims.get("sub_id")
     if "subject" in payload:
         # Pre-1.0 CAEP/RISC put the subject inside the event (SSF §3.1.1); 1.0 wants sub_id.
-        payload = dict(payload)
-        legacy = payload.pop("subject")
         if raw_subject is None:
-            raw_subject = legacy
+            raw_subject = payload["subject"]
+        if is_standard(event_type):
+            payload = {k: v for k, v in payload.items() if k != "subject"}
     if raw_subject is None:
         raise InvalidRequest("'sub_id' is required")
     subject = parse_subject(raw_subject)
     event = parse_event(event_type, payload)
     allowed = type(event).subject_formats
     if allowed is not None and subject.format not in allowed:
-        raise InvalidRequest(f"event '{event_type}' needs a subject of format {sorted(allowed)}")
-    known = {"iss", "jti", "iat", "aud", "txn", "toe", "sub_id", "events"}
-    extra = {k: v for k, v in claims.items() if k not in known}
+        raise InvalidSubject(f"event '{event_type}' needs a subject of format {sorted(allowed)}")
+    extra = {k: v for k, v in claims.items() if k not in _KNOWN_CLAIMS} if len(claims) > 6 else {}
     return SecurityEventToken(
         iss=iss,
         jti=jti,
@@ -209,8 +292,10 @@ def parse_claims(claims: Mapping[str, Any]) -> SecurityEventToken:
     )
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number usable as a NumericDate: int or float, finite, never a bool."""
+    kind = type(value)
+    return kind is int or (kind is float and math.isfinite(value))  # type: ignore[arg-type]
 
 
 class UnknownKeyID(InvalidKey):
@@ -221,12 +306,21 @@ class UnknownKeyID(InvalidKey):
         self.kid = kid
 
 
+#: Parsed header checks cached per verifier (header segments repeat: one per signing key).
+_HEADER_CACHE_SIZE: Final = 256
+_MAX_HEADER_SEGMENT: Final = 1024
+_MAX_SIGNATURE_SEGMENT: Final = 1024
+
+
 class SETVerifier:
     """Verifies SETs from one issuer: the receiver's hot path, so keys stay imported.
 
-    Checks, in order: size, compact form, ``typ``, ``alg`` allow-list (never ``none``; HMAC
-    only with an out-of-band secret, never a public key), key by ``kid``, signature, claims,
-    ``iss``, ``aud``, ``iat`` not ahead of now by more than ``iat_skew``.
+    Checks, in order: size, compact form, header (``typ`` ``secevent+jwt``, ``alg`` on the
+    allow-list — never ``none``, HMAC only with an out-of-band secret and never a public
+    key —, no ``crit``/unencoded payload, registered header members well-typed), key by
+    ``kid``, signature, claims, ``iss``, ``aud``, ``iat`` not ahead of now by more than
+    ``iat_skew``. The outcome of the header checks is cached per distinct header segment;
+    the signature goes through joserfc's algorithm implementation with the cached key.
     """
 
     def __init__(
@@ -242,10 +336,15 @@ class SETVerifier:
         now: Callable[[], float] = time.time,
     ) -> None:
         algs = set(algorithms)
-        if "none" in algs:
+        if any(a.lower() == "none" for a in algs):
             raise ValueError("'none' is never an acceptable SET algorithm")
+        unknown = algs - set(_ALG_MODELS)
+        if unknown:
+            raise ValueError(f"unsupported SET algorithms: {sorted(unknown)}")
         if algs & HMAC_ALGORITHMS and not hmac_secret:
             raise ValueError("HMAC algorithms need a shared secret configured out of band")
+        if hmac_secret is not None and _looks_like_public_key(hmac_secret):
+            raise ValueError("a public key is never an HMAC secret")
         self.issuer = issuer
         self.keys = keys
         self.audience = frozenset([audience] if isinstance(audience, str) else audience or ())
@@ -254,7 +353,7 @@ class SETVerifier:
         self.max_bytes = max_bytes
         self.iat_skew = iat_skew
         self.now = now
-        self._registry = jws.JWSRegistry(algorithms=list(self.algorithms))
+        self._headers: dict[str, tuple[str, str | None, JWSAlgModel]] = {}
 
     def verify(self, token: str | bytes) -> SecurityEventToken:
         if len(token) > self.max_bytes:
@@ -264,63 +363,122 @@ class SETVerifier:
                 token = token.decode("ascii")
             except UnicodeDecodeError:
                 raise InvalidRequest("a SET is ASCII compact JWS") from None
-        token = token.strip()
-        if token.count(".") != 2:
+        parts = token.strip().split(".")
+        if len(parts) != 3:
             raise InvalidRequest("a SET is a compact JWS of three dot-separated parts")
-        header = _header(token)
-        alg, kid = header.get("alg"), header.get("kid")
-        if header.get("typ") != uris.SET_TYP:
-            raise InvalidRequest("JOSE header 'typ' must be 'secevent+jwt'")
-        if not isinstance(alg, str) or alg.lower() == "none":
-            raise InvalidRequest("unsigned SETs are refused")
+        header_seg, payload_seg, signature_seg = parts
+        checked = self._headers.get(header_seg)
+        if checked is None:
+            checked = self._check_header(header_seg)
+        alg, kid, model = checked
         if alg not in self.algorithms:
             raise InvalidKey(f"algorithm {alg} is not accepted")
-        if kid is not None and not isinstance(kid, str):
-            raise InvalidRequest("JOSE header 'kid' must be a string")
-        if "crit" in header:
-            raise InvalidRequest("critical JOSE header extensions are not understood")
         key: AnyKey | None
         if alg in HMAC_ALGORITHMS:
             key = self._hmac
+            if key is None:
+                raise InvalidKey(f"algorithm {alg} is not accepted")
         else:
             key = self.keys.find(kid, alg)
             if key is None:
                 raise UnknownKeyID(kid)
+        if len(signature_seg) > _MAX_SIGNATURE_SEGMENT:
+            raise InvalidRequest("SET signature is too long")
         try:
-            obj = jws.deserialize_compact(token, key, registry=self._registry)
-        except BadSignatureError:
-            raise AuthenticationFailed("SET signature does not verify") from None
-        except UnsupportedAlgorithmError:
-            raise InvalidKey(f"algorithm {alg} is not accepted") from None
+            signature = _b64url_decode(signature_seg)
+            payload = _b64url_decode(payload_seg)
+        except ValueError:
+            raise InvalidRequest("SET is not base64url-encoded compact JWS") from None
+        try:
+            if key is self._hmac:
+                model.check_key(key)  # PublicKeys.find already matched type, curve and alg
+            valid = model.verify(f"{header_seg}.{payload_seg}".encode("ascii"), signature, key)
         except (JoseError, ValueError, TypeError):
-            raise InvalidRequest("SET is not a well-formed JWS") from None
+            raise InvalidKey(f"the key cannot verify {alg}") from None
+        if not valid:
+            raise AuthenticationFailed("SET signature does not verify")
         try:
-            claims = json.loads(obj.payload)
-        except (ValueError, UnicodeDecodeError):
+            claims = from_json(payload, allow_inf_nan=False)
+        except ValueError:
             raise InvalidRequest("SET payload is not JSON") from None
-        if not isinstance(claims, dict):
+        if type(claims) is not dict:
             raise InvalidRequest("SET payload must be a JSON object")
         return self.check_claims(parse_claims(claims))
+
+    def _check_header(self, segment: str) -> tuple[str, str | None, JWSAlgModel]:
+        if len(segment) > _MAX_HEADER_SEGMENT:
+            raise InvalidRequest("JOSE header is too long")
+        try:
+            header = from_json(_b64url_decode(segment), allow_inf_nan=False)
+        except ValueError:
+            raise InvalidRequest("JOSE header is not base64url JSON") from None
+        if type(header) is not dict:
+            raise InvalidRequest("JOSE header must be a JSON object")
+        alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
+        if not _is_set_typ(typ):
+            raise InvalidRequest("JOSE header 'typ' must be 'secevent+jwt'")
+        if type(alg) is not str or alg.lower() == "none":
+            raise InvalidRequest("unsigned SETs are refused")
+        if alg not in self.algorithms:
+            raise InvalidKey(f"algorithm {alg} is not accepted")
+        if kid is not None and type(kid) is not str:
+            raise InvalidRequest("JOSE header 'kid' must be a string")
+        if "crit" in header:
+            raise InvalidRequest("critical JOSE header extensions are not understood")
+        if header.get("b64", True) is not True:
+            raise InvalidRequest("unencoded JWS payloads are refused")
+        try:
+            _REGISTRY.check_header(header)
+        except JoseError:
+            raise InvalidRequest("JOSE header has a malformed registered member") from None
+        checked = (alg, kid, _ALG_MODELS[alg])
+        if len(self._headers) >= _HEADER_CACHE_SIZE:
+            self._headers.clear()
+        self._headers[segment] = checked
+        return checked
 
     def check_claims(self, set_: SecurityEventToken) -> SecurityEventToken:
         """The issuer, audience and time rules (SSF §4.1.6, §4.1.8)."""
         if set_.iss != self.issuer:
             raise InvalidIssuer("'iss' is not the expected issuer")
-        if self.audience and not self.audience.intersection(set_.audiences):
+        if self.audience and self.audience.isdisjoint(set_.audiences):
             raise InvalidAudience("'aud' does not name this receiver")
         if set_.iat > self.now() + self.iat_skew:
             raise InvalidRequest("'iat' is in the future")
         return set_
 
 
-def _header(token: str) -> dict[str, Any]:
-    try:
-        header = _b64json(token[: token.index(".")])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidRequest("JOSE header is not base64url JSON") from None
-    if not isinstance(header, dict):
-        raise InvalidRequest("JOSE header must be a JSON object")
-    return header
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+_CANONICAL_LAST: Final = (b"", b"AEIMQUYcgkosw048", b"AQgw")
+
+
+def _b64url_decode(segment: str) -> bytes:
+    """Strict unpadded base64url (RFC 7515 §2): other alphabets, padding, stray characters
+    and non-zero trailing bits are errors (``ValueError``), as in joserfc's decoder."""
+    raw = segment.encode("ascii")
+    if b"+" in raw or b"/" in raw or b"=" in raw:
+        raise ValueError("not base64url")
+    pad = -len(raw) % 4
+    if pad == 3 or (pad and raw[-1] not in _CANONICAL_LAST[pad]):
+        raise ValueError("not canonical base64url")
+    return binascii.a2b_base64(raw.translate(_FROM_URLSAFE) + b"=" * pad, strict_mode=True)
+
+
+def _is_set_typ(typ: object) -> bool:
+    """RFC 7515 §4.1.9: ``typ`` compares case-insensitively; ``application/`` may be omitted."""
+    if type(typ) is not str:
+        return False
+    value = typ.lower()
+    return value == uris.SET_TYP or value == uris.SET_MEDIA_TYPE
+
+
+_PUBLIC_KEY_MARKERS: Final = (b"-----BEGIN", b"ssh-rsa ", b"ssh-ed25519 ", b"ecdsa-sha2-", b'{"kty"')
+
+
+def _looks_like_public_key(secret: bytes) -> bool:
+    """Key-confusion guard: PEM, OpenSSH or JWK text is key material, not an HMAC secret."""
+    head = secret.lstrip()[:16]
+    return any(head.startswith(m) for m in _PUBLIC_KEY_MARKERS) or b'"kty"' in secret
 
 
 # Re-exported so callers catch one family.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 from ssf.errors import InvalidSubject
@@ -47,17 +47,27 @@ _LEGACY_FORMATS: Final = {"phone": "phone_number", "issuer_subject_id": "iss_sub
 _MAX_DEPTH: Final = 3
 _E164: Final = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _URI_SCHEME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+#: RFC 5322 addr-spec, loosely: a local part, '@', a domain; no whitespace anywhere.
+_ADDR_SPEC: Final = re.compile(r"(\S+)@([^\s@]+)")
+#: W3C DID syntax: did:<method>:<method-specific-id> (a DID URL may add path/query/fragment).
+_DID: Final = re.compile(r"^did:[a-z0-9]+:\S+")
 
 
 class Subject(Mapping[str, Any]):
-    """A validated subject identifier; a read-only mapping of its wire members."""
+    """A validated subject identifier; a read-only mapping of its wire members.
 
-    __slots__ = ("_data", "_hash", "_key")
+    The wire form and the canonical key are computed on first use and then kept: a
+    receiver that only reads a SET's subject never pays for them.
+    """
+
+    __slots__ = ("_data", "_hash", "_json", "_key", "_wire")
 
     def __init__(self, data: dict[str, Any]) -> None:
         self._data = data
-        self._key = json.dumps(_plain(data), sort_keys=True, separators=(",", ":"))
-        self._hash = hash(self._key)
+        self._wire: dict[str, Any] | None = None
+        self._json: str | None = None
+        self._key: str | None = None
+        self._hash: int | None = None
 
     @property
     def format(self) -> str:
@@ -66,7 +76,24 @@ class Subject(Mapping[str, Any]):
     @property
     def key(self) -> str:
         """Canonical text, equal for equal subjects: the index key for stores."""
-        return self._key
+        key = self._key
+        if key is None:
+            key = self._key = json.dumps(self._wire_form(), sort_keys=True, separators=(",", ":"))
+        return key
+
+    def to_json(self) -> str:
+        """The wire form as compact ASCII JSON (member order as given), encoded once."""
+        text = self._json
+        if text is None:
+            text = self._json = json.dumps(self._wire_form(), separators=(",", ":"))
+        return text
+
+    def _wire_form(self) -> dict[str, Any]:
+        """The cached wire dict; callers must not mutate it (``to_dict`` hands out copies)."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = _plain(self._data)
+        return wire
 
     @property
     def is_complex(self) -> bool:
@@ -84,7 +111,7 @@ class Subject(Mapping[str, Any]):
         return {k: v for k, v in self._data.items() if isinstance(v, Subject)}
 
     def to_dict(self) -> dict[str, Any]:
-        """The SSF 1.0 wire form (complex subjects carry ``"format": "complex"``)."""
+        """The SSF 1.0 wire form (complex subjects carry ``"format": "complex"``); a fresh copy."""
         return _plain(self._data)
 
     def __getitem__(self, name: str) -> Any:
@@ -97,15 +124,18 @@ class Subject(Mapping[str, Any]):
         return len(self._data)
 
     def __hash__(self) -> int:
-        return self._hash
+        value = self._hash
+        if value is None:
+            value = self._hash = hash(self.key)
+        return value
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Subject):
-            return self._key == other._key
+            return self is other or self.key == other.key
         return NotImplemented
 
     def __repr__(self) -> str:
-        return f"Subject({self._key})"
+        return f"Subject({self.key})"
 
     @classmethod
     def opaque(cls, id_: str) -> Subject:
@@ -143,42 +173,53 @@ def parse_subject(value: object, *, _depth: int = 0, _in_complex: bool = False) 
     """Validate a subject identifier and normalise legacy dialects to the SSF 1.0 form.
 
     Accepted on input only: Google's ``subject_type`` in place of ``format`` (RISC §3),
-    ``phone`` for ``phone_number``, and a complex subject without a ``format`` member
-    (the pre-final drafts). Unknown formats are kept as proprietary (SSF §3.4) provided
-    they are JSON objects with a string ``format``.
+    ``phone`` for ``phone_number`` (as format name and as member name), ``issuer_subject_id``
+    for ``iss_sub``, and a complex subject without a ``format`` member (the pre-final
+    drafts). Unknown formats are kept as proprietary (SSF §3.4) provided they are JSON
+    objects with a string ``format``. Every failure is an :class:`InvalidSubject`.
     """
+    if type(value) is Subject:
+        if _in_complex and value.is_complex:
+            raise InvalidSubject("a complex subject member must be a simple identifier")
+        return value
     if _depth > _MAX_DEPTH:
         raise InvalidSubject("subject identifiers nest too deeply")
-    if not isinstance(value, Mapping):
-        raise InvalidSubject("a subject identifier must be a JSON object")
-    data = dict(value)
-    if "format" not in data and "subject_type" in data:
-        data["format"] = data.pop("subject_type")
+    if type(value) is dict:
+        data = value.copy()
+    elif isinstance(value, Mapping):
+        data = dict(value)
     else:
-        data.pop("subject_type", None)
+        raise InvalidSubject("a subject identifier must be a JSON object")
+    if "subject_type" in data:
+        legacy = data.pop("subject_type")
+        if "format" not in data:
+            data["format"] = legacy
     fmt = data.get("format")
     if fmt is None and not _in_complex and any(m in data for m in COMPLEX_MEMBERS):
-        fmt = data["format"] = "complex"
-    if not isinstance(fmt, str) or not fmt:
+        fmt = "complex"
+    if type(fmt) is not str or not fmt:
         raise InvalidSubject("a subject identifier needs a string 'format'")
     fmt = _LEGACY_FORMATS.get(fmt, fmt)
     data["format"] = fmt
-    if fmt == "phone_number" and "phone_number" not in data and "phone" in data:
-        data["phone_number"] = data.pop("phone")
 
-    if fmt == "complex":
+    required = SIMPLE_FORMATS.get(fmt)
+    if required is not None:
+        if fmt == "phone_number" and "phone_number" not in data and "phone" in data:
+            data["phone_number"] = data.pop("phone")
+        for name in required:
+            member = data.get(name)
+            if type(member) is not str or not member:
+                raise InvalidSubject(f"'{fmt}' subject needs a non-empty string '{name}'")
+        check = _CHECKS.get(fmt)
+        if check is not None:
+            check(data)
+    elif fmt == "complex":
         if _in_complex:
             raise InvalidSubject("a complex subject member must be a simple identifier")
-        return _parse_complex(data, _depth)
-    if fmt in SIMPLE_FORMATS:
-        for name in SIMPLE_FORMATS[fmt]:
-            member = data.get(name)
-            if not isinstance(member, str) or not member:
-                raise InvalidSubject(f"'{fmt}' subject needs a non-empty string '{name}'")
-        _check_simple(fmt, data)
+        _parse_complex(data, _depth)
     elif fmt == "aliases":
         ids = data.get("identifiers")
-        if not isinstance(ids, list) or not ids:
+        if type(ids) is not list or not ids:
             raise InvalidSubject("'aliases' subject needs a non-empty 'identifiers' array")
         parsed = [parse_subject(i, _depth=_depth + 1, _in_complex=True) for i in ids]
         if any(p.format == "aliases" for p in parsed):
@@ -186,38 +227,57 @@ def parse_subject(value: object, *, _depth: int = 0, _in_complex: bool = False) 
         data["identifiers"] = parsed
     elif fmt == "ip-addresses":
         addrs = data.get("ip-addresses")
-        if not isinstance(addrs, list) or not addrs:
+        if type(addrs) is not list or not addrs:
             raise InvalidSubject("'ip-addresses' subject needs a non-empty 'ip-addresses' array")
         for a in addrs:
             try:
-                ipaddress.ip_address(a if isinstance(a, str) else "")
+                ipaddress.ip_address(a if type(a) is str else "")
             except ValueError:
                 raise InvalidSubject("'ip-addresses' holds a value that is not an IP address") from None
     return Subject(data)
 
 
-def _check_simple(fmt: str, data: dict[str, Any]) -> None:
-    if fmt == "email":
-        local, sep, domain = str(data["email"]).rpartition("@")
-        if not sep or not local or not domain or any(c.isspace() for c in data["email"]):
-            raise InvalidSubject("'email' is not an addr-spec")
-        # RFC 5321: the domain is case-insensitive; the local part is kept as sent.
-        data["email"] = f"{local}@{domain.lower()}"
-    elif fmt == "phone_number":
-        if not _E164.match(data["phone_number"]):
-            raise InvalidSubject("'phone_number' must be E.164 with a leading '+'")
-    elif fmt == "account":
-        if not data["uri"].startswith("acct:"):
-            raise InvalidSubject("'account' subject needs an acct: URI")
-    elif fmt == "uri":
-        if not _URI_SCHEME.match(data["uri"]):
-            raise InvalidSubject("'uri' subject needs an absolute URI")
-    elif fmt == "did":
-        if not data["url"].startswith("did:"):
-            raise InvalidSubject("'did' subject needs a DID URL")
+def _check_email(data: dict[str, Any]) -> None:
+    match = _ADDR_SPEC.fullmatch(data["email"])
+    if match is None:
+        raise InvalidSubject("'email' is not an addr-spec")
+    # RFC 5321: the domain is case-insensitive; the local part is kept as sent.
+    domain = match.group(2)
+    if not domain.islower() and domain != domain.lower():
+        data["email"] = f"{match.group(1)}@{domain.lower()}"
 
 
-def _parse_complex(data: dict[str, Any], depth: int) -> Subject:
+def _check_phone(data: dict[str, Any]) -> None:
+    if not _E164.match(data["phone_number"]):
+        raise InvalidSubject("'phone_number' must be E.164 with a leading '+'")
+
+
+def _check_account(data: dict[str, Any]) -> None:
+    if not data["uri"].startswith("acct:") or len(data["uri"]) < 6:
+        raise InvalidSubject("'account' subject needs an acct: URI")
+
+
+def _check_uri(data: dict[str, Any]) -> None:
+    if not _URI_SCHEME.match(data["uri"]):
+        raise InvalidSubject("'uri' subject needs an absolute URI")
+
+
+def _check_did(data: dict[str, Any]) -> None:
+    if not _DID.match(data["url"]):
+        raise InvalidSubject("'did' subject needs a DID URL")
+
+
+_CHECKS: Final[dict[str, Callable[[dict[str, Any]], None]]] = {
+    "email": _check_email,
+    "phone_number": _check_phone,
+    "account": _check_account,
+    "uri": _check_uri,
+    "did": _check_did,
+}
+
+
+def _parse_complex(data: dict[str, Any], depth: int) -> None:
+    data["format"] = "complex"
     members = 0
     for name, value in list(data.items()):
         if name == "format":
@@ -229,7 +289,6 @@ def _parse_complex(data: dict[str, Any], depth: int) -> Subject:
             raise InvalidSubject(f"complex subject member '{name}' must be a subject identifier")
     if members == 0:
         raise InvalidSubject("a complex subject needs at least one member")
-    return Subject(data)
 
 
 def subject_matches(a: Subject, b: Subject) -> bool:

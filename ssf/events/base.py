@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, StrictStr
 
 __all__ = [
     "Event",
@@ -21,17 +22,54 @@ InitiatingEntity = Literal["admin", "user", "policy", "system"]
 
 
 class Event(BaseModel):
-    """Base of every typed event. Unknown members are kept (SSF §4.2.3: ignore, never lose)."""
+    """Base of every typed event. Unknown members are kept (SSF §4.2.3: ignore, never lose).
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True, populate_by_name=True)
+    Events are immutable values: the model is frozen, and the members they carry (including
+    unknown ones) must not be mutated after construction — the encoded payload is cached.
+    """
+
+    model_config = ConfigDict(
+        extra="allow", strict=True, frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     event_type: ClassVar[str] = ""
     #: Subject formats this event allows (None = any); RISC §2.5/2.6 restrict some.
     subject_formats: ClassVar[frozenset[str] | None] = None
 
+    _payload_json: str | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when of the same type with equal members (the encoding cache is no member)."""
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (
+            type(self) is type(other)
+            and self.__dict__ == other.__dict__
+            and self.__pydantic_extra__ == other.__pydantic_extra__
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), *self.__dict__.values()))
+
     def payload(self) -> dict[str, Any]:
-        """The event object as it goes on the wire."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The event object as it goes on the wire (declared members that are None are left
+        out; unknown members are kept as they came, nulls included)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        extra = self.model_extra
+        if extra:
+            for name, value in extra.items():
+                if value is None:
+                    data[name] = None
+        return data
+
+    def payload_json(self) -> str:
+        """:meth:`payload` as compact ASCII JSON, encoded once per event (events fan out to
+        one SET per receiver)."""
+        text = self._payload_json
+        if text is None:
+            text = json.dumps(self.payload(), separators=(",", ":"), allow_nan=False)
+            self._payload_json = text
+        return text
 
 
 class GenericEvent(Event):
