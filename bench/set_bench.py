@@ -22,7 +22,6 @@ import base64
 import json
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,7 +69,9 @@ def _b64d(seg: str) -> bytes:
     return base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4))
 
 
-def _raw_ops(key: SigningKey, signing_input: bytes, signature: bytes) -> tuple[Callable[[], Any], Callable[[], Any]]:
+def _raw_ops(
+    key: SigningKey, signing_input: bytes, signature: bytes
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """The bare primitive on the same bytes: (sign, verify) closures."""
     private: Any = key.key.get_op_key("sign")
     public: Any = private.public_key()
@@ -82,7 +83,9 @@ def _raw_ops(key: SigningKey, signing_input: bytes, signature: bytes) -> tuple[C
         )
     if key.alg == "ES256":
         algo = ec.ECDSA(hashes.SHA256())
-        der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+        der = encode_dss_signature(
+            int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        )
         return (lambda: private.sign(signing_input, algo), lambda: public.verify(der, signing_input, algo))
     if key.alg == "EdDSA":
         return (lambda: private.sign(signing_input), lambda: public.verify(signature, signing_input))
@@ -113,7 +116,9 @@ def bench_alg(alg: str, rounds: int, min_time: float) -> list[Row]:
     event = _event()
 
     def ours_sign() -> str:
-        token = SecurityEventToken.create(iss=ISSUER, aud=AUDIENCE, sub_id=subject, event=event, txn="8675309")
+        token = SecurityEventToken.create(
+            iss=ISSUER, aud=AUDIENCE, sub_id=subject, event=event, txn="8675309"
+        )
         return sign_set(token, key)
 
     compact = ours_sign()
@@ -145,7 +150,10 @@ def bench_alg(alg: str, rounds: int, min_time: float) -> list[Row]:
 
 
 def _table(rows: list[Row]) -> str:
-    head = f"{'alg':<6} {'op':<7} {'ours ops/s':>11} {'raw ops/s':>11} {'ours µs':>8} {'raw µs':>8} {'ratio':>6}  goal"
+    head = (
+        f"{'alg':<6} {'op':<7} {'ours ops/s':>11} {'raw ops/s':>11} "
+        f"{'ours µs':>8} {'raw µs':>8} {'ratio':>6}  goal"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         verdict = "ok" if r.ratio >= GOAL else "BELOW"
