@@ -13,6 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from joserfc import jwk
 from joserfc.errors import JoseError
 
@@ -89,10 +92,15 @@ def _default_alg(key: AnyKey) -> str:
 def load_signing_key(
     data: str | bytes | Mapping[str, Any], *, alg: str | None = None, kid: str | None = None
 ) -> SigningKey:
-    """Load a private key from PEM text or a JWK (dict or JSON text)."""
+    """Load a private key from PEM text (PKCS#8 or traditional, unencrypted) or a JWK
+    (dict or JSON text). The algorithm defaults to the JWK's ``alg`` or the key type's
+    usual one (RS256, ES256, EdDSA); it must fit the key (ES256 needs P-256, EdDSA an
+    Ed25519/Ed448 key, RSA at least 2048 bits)."""
     try:
-        if isinstance(data, Mapping) or (isinstance(data, str | bytes) and data.lstrip()[:1] in ("{", b"{")):
+        if isinstance(data, Mapping) or data.lstrip()[:1] in ("{", b"{"):
             obj = dict(data) if isinstance(data, Mapping) else json.loads(data)
+            if not isinstance(obj, dict):
+                raise ValueError("a JWK is a JSON object")
             created = int(obj.pop("created_at", 0))
             retired = obj.pop("retired_at", None)
             key = jwk.import_key(obj)
@@ -100,19 +108,32 @@ def load_signing_key(
             alg = alg or obj.get("alg")
         else:
             created, retired = 0, None
-            key = jwk.import_key(data)
-    except (JoseError, ValueError, TypeError) as exc:
+            key = _import_pem(data)
+    except (JoseError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise KeyMaterialError("key material could not be loaded") from exc
     if not isinstance(key, jwk.RSAKey | jwk.ECKey | jwk.OKPKey) or not key.is_private:
         raise KeyMaterialError("a private RSA, EC or OKP key is needed to sign")
+    if kid is not None and (not isinstance(kid, str) or not kid):
+        raise KeyMaterialError("a key id must be a non-empty string")
     alg = alg or _default_alg(key)
-    if SIGNING_ALGORITHMS.get(alg) != key.key_type:
-        raise KeyMaterialError(f"algorithm {alg} does not fit a {key.key_type} key")
-    if isinstance(key, jwk.RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
-        raise KeyMaterialError(f"RSA keys need at least {MIN_RSA_BITS} bits")
+    if not isinstance(alg, str) or alg not in _verifiable_algs(key, None):
+        raise KeyMaterialError(f"algorithm {alg} does not fit this {key.key_type} key")
     return SigningKey(
         kid or key.thumbprint(), alg, key, created, int(retired) if retired is not None else None
     )
+
+
+def _import_pem(data: str | bytes) -> AnyKey:
+    """A private PEM key as the joserfc key class of its type (no implicit-type guessing)."""
+    pem = data.encode() if isinstance(data, str) else data
+    raw = serialization.load_pem_private_key(pem, password=None)
+    if isinstance(raw, rsa.RSAPrivateKey):
+        return jwk.RSAKey.import_key(pem)
+    if isinstance(raw, ec.EllipticCurvePrivateKey):
+        return jwk.ECKey.import_key(pem)
+    if isinstance(raw, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return jwk.OKPKey.import_key(pem)
+    raise ValueError("unsupported private key type")
 
 
 @dataclass(slots=True)
@@ -160,9 +181,10 @@ def _retire(key: SigningKey, now: int) -> SigningKey:
 
 
 def _verifiable_algs(key: AnyKey, declared: str | None) -> frozenset[str]:
-    """The signing algorithms this key may verify: its type, curve, ``use`` and ``alg`` fit."""
+    """The signing algorithms this key fits: its type, curve, size and declared ``alg``."""
     if isinstance(key, jwk.RSAKey):
-        algs = {"RS256", "PS256"}
+        size = key.raw_value.key_size
+        algs = {"RS256", "PS256"} if size >= MIN_RSA_BITS else set()
     elif isinstance(key, jwk.ECKey):
         algs = {"ES256"} if key.curve_name == "P-256" else set()
     elif isinstance(key, jwk.OKPKey):
