@@ -1,0 +1,142 @@
+"""Push delivery (RFC 8935): headers, order, failure classes, retry and pause, leases."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+from ssf import uris
+from ssf.keys import PublicKeys
+from ssf.set import SETVerifier
+from ssf.stream import Delivery, StreamRequest
+from ssf.subjects import Subject
+from tests.support.services import free_port
+from tests.transmitter.conftest import (
+    SESSION_REVOKED,
+    Server,
+    ServerFactory,
+    Sink,
+    make_settings,
+    running,
+    wait_until,
+)
+from transmitter.auth import Principal
+
+PUSH = "urn:ietf:rfc:8935"
+
+
+def push_stream(
+    server: Server, sink: Sink, tok: str, header: str | None = "Bearer push_token_abc"
+) -> dict[str, Any]:
+    delivery: dict[str, Any] = {"method": PUSH, "endpoint_url": sink.url}
+    if header is not None:
+        delivery["authorization_header"] = header
+    return server.create(tok, {"events_requested": [SESSION_REVOKED], "delivery": delivery})
+
+
+def emit(server: Server, n: int, start: int = 0) -> list[str]:
+    out = []
+    for i in range(start, start + n):
+        res = server.tx.publish(Subject.email(f"u{i}@example.com"), {SESSION_REVOKED: {}})
+        out.extend(res.values())
+    return out
+
+
+def test_push_headers_one_set_per_post_in_order(server: Server, sink: Sink) -> None:
+    tok = server.client(audience="https://rx.example")
+    s = push_stream(server, sink, tok)
+    jtis = emit(server, 20)
+    pushes = sink.wait_for(20)
+    verifier = server.verifier("https://rx.example")
+    assert [verifier.verify(p.body).jti for p in pushes] == jtis
+    for p in pushes:
+        assert p.headers["content-type"] == uris.SET_MEDIA_TYPE
+        assert p.headers["accept"] == "application/json"
+        assert p.headers["authorization"] == "Bearer push_token_abc"
+        assert p.body.count(b".") == 2  # exactly one compact SET
+    wait_until(lambda: server.tx.outbox_counts(s["stream_id"]) == {"delivered": 20})
+
+
+def test_no_authorization_header_when_none_configured(server: Server, sink: Sink) -> None:
+    tok = server.client()
+    push_stream(server, sink, tok, header=None)
+    emit(server, 2)
+    for p in sink.wait_for(2):
+        assert "authorization" not in p.headers
+
+
+def test_400_is_recorded_and_not_retried(server: Server, sink: Sink) -> None:
+    tok = server.client()
+    s = push_stream(server, sink, tok)
+    sink.script.append(
+        (400, {"Content-Type": "application/json"}, b'{"err":"invalid_audience","description":"no"}')
+    )
+    jtis = emit(server, 3)
+    sink.wait_for(3)
+    wait_until(lambda: server.tx.outbox_counts(s["stream_id"]) == {"rejected": 1, "delivered": 2})
+    assert [server.verifier().verify(p.body).jti for p in sink.pushes] == jtis  # never re-sent
+
+
+def test_5xx_and_transport_errors_retry_in_order(server: Server, sink: Sink) -> None:
+    tok = server.client()
+    s = push_stream(server, sink, tok)
+    sink.script.extend([(500, {}, b""), (503, {"Retry-After": "0"}, b""), (429, {"Retry-After": "0"}, b"")])
+    jtis = emit(server, 3)
+    sink.wait_for(6)
+    wait_until(lambda: server.tx.outbox_counts(s["stream_id"]) == {"delivered": 3})
+    seen = [server.verifier().verify(p.body).jti for p in sink.pushes]
+    assert seen[:4] == [jtis[0]] * 4  # the head is retried; nothing overtakes it
+    assert seen[4:] == jtis[1:]
+
+
+def test_failing_past_cap_pauses_with_stream_updated_and_holds(
+    server_factory: ServerFactory, sink: Sink
+) -> None:
+    with server_factory(retry_cap_seconds=0.5) as server:
+        tok = server.client()
+        s = push_stream(server, sink, tok)
+        sid = s["stream_id"]
+        sink.default_status = 500
+        held = emit(server, 2)
+        status = wait_until(lambda: server.tx.stream(sid).status == "paused" and server.tx.stream(sid))
+        assert "push delivery failing" in (status.reason or "")
+        sink.default_status = 202
+        verifier = server.verifier()
+        # the stream-updated notice goes out although the stream is paused; held SETs do not
+        wait_until(lambda: any(verifier.verify(t).event_type == uris.STREAM_UPDATED for t in sink.tokens()))
+        notice = next(t for t in sink.decoded(verifier) if t.event_type == uris.STREAM_UPDATED)
+        assert notice.event.payload()["status"] == "paused"
+        assert notice.sub_id == Subject.opaque(sid)
+        assert server.tx.outbox_counts(sid).get("pending") == 2
+        # receiver re-enables: held SETs are delivered, in order
+        r = server.req("POST", "/ssf/status", tok, json={"stream_id": sid, "status": "enabled"})
+        assert r.status_code == 200
+        wait_until(lambda: server.tx.outbox_counts(sid).get("pending") is None)
+        ok = [t.jti for t in sink.decoded(verifier) if t.event_type == SESSION_REVOKED]
+        assert ok[-2:] == held
+
+
+def test_two_instances_never_push_the_same_set_twice(
+    tmp_path: Path, db_config: dict[str, Any], sink: Sink
+) -> None:
+    p1, p2 = free_port(), free_port()
+    s1 = make_settings(tmp_path, db_config, p1, issuer="http://127.0.0.1:9", instance_id="a")
+    s2 = make_settings(tmp_path, db_config, p2, issuer="http://127.0.0.1:9", instance_id="b")
+    with running(s1, p1) as a, running(s2, p2) as b:
+        streams = []
+        for _ in range(4):
+            info, _secret = a.tx.auth.add_client(f"rx{len(streams)}")
+            req = StreamRequest(
+                events_requested=[SESSION_REVOKED], delivery=Delivery(method=PUSH, endpoint_url=sink.url)
+            )
+            streams.append(a.tx.create_stream(Principal(info.client_id, frozenset(), info.client_id), req))
+        jtis: list[str] = []
+        for i in range(30):
+            target = a if i % 2 else b
+            jtis.extend(target.tx.publish(Subject.email(f"x{i}@example.com"), {SESSION_REVOKED: {}}).values())
+        sink.wait_for(len(jtis))
+        wait_until(lambda: all(a.tx.outbox_counts(s["stream_id"]) == {"delivered": 30} for s in streams))
+        verifier = SETVerifier(issuer="http://127.0.0.1:9", keys=PublicKeys.from_jwks(a.tx.keys.jwks()))
+        counts = collections.Counter(verifier.verify(t).jti for t in sink.tokens())
+        assert set(counts) == set(jtis) and max(counts.values()) == 1
