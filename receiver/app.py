@@ -1,0 +1,65 @@
+"""The receiver service: push endpoint, health, and a protected demo resource."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from receiver.core import Receiver
+from receiver.middleware import ContinuousAuthMiddleware
+from receiver.policy import Policy
+from receiver.push import push_route
+from receiver.settings import ReceiverSettings
+
+__all__ = ["create_app"]
+
+
+def _protected_app() -> FastAPI:
+    demo = FastAPI(title="protected demo resource", openapi_url=None, docs_url=None, redoc_url=None)
+
+    @demo.get("/whoami")
+    async def whoami(request: Request) -> dict[str, Any]:
+        """The principal the middleware authorized for this request."""
+        p = request.state.principal
+        return {
+            "sub": p.sub,
+            "sid": p.sid,
+            "acr": p.acr,
+            "device": p.device,
+            "iss": p.iss,
+            "scope": p.scope,
+            "state": {
+                "device_compliant": p.state.device_compliant,
+                "assurance_level": p.state.assurance_level,
+                "risk_level": p.state.risk_level,
+            },
+            "claims": dict(p.claims),
+        }
+
+    return demo
+
+
+def create_app(
+    settings: ReceiverSettings | None = None,
+    *,
+    protected_demo: bool = True,
+    policy: Policy | None = None,
+    receiver: Receiver | None = None,
+) -> FastAPI:
+    """The receiver service. Lifespan: discovery, stream reconciliation, verification, polling."""
+    rcv = receiver or Receiver(settings)
+    app = FastAPI(title="SSF receiver", version="0.1.0", lifespan=rcv.lifespan)
+    app.state.receiver = rcv
+    # RFC 8935 push as a plain Starlette route on the FastAPI app (perf-anchors b).
+    app.router.routes.append(push_route(rcv))
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        status = rcv.status()
+        return JSONResponse(status, status_code=200 if status["ready"] or not status["issuer"] else 503)
+
+    if protected_demo:
+        app.mount("/protected", ContinuousAuthMiddleware(_protected_app(), receiver=rcv, policy=policy))
+    return app

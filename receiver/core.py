@@ -1,0 +1,433 @@
+"""The receiver engine: validate SETs, apply them to state, persist, then acknowledge.
+
+One :class:`Receiver` per transmitter. Push (RFC 8935) and poll (RFC 8936) both end in
+:meth:`Receiver.receive_batch`: each SET is verified (signature by the transmitter's JWKS,
+``typ``, algorithms, ``iss``, ``aud``, no ``sub``/``exp``, ``iat`` skew, size), checked
+against the seen ``jti``s (an identical re-send is accepted again and changes nothing; a
+different SET reusing a ``jti`` is refused), applied to the in-memory state at once, and
+made durable before the caller acknowledges it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import httpx
+
+from receiver.client import ClientCredentials, StaticToken, TokenProvider, TransmitterClient, TransmitterError
+from receiver.discovery import DiscoveryError, discover, discover_token_endpoint
+from receiver.effects import mutations_for
+from receiver.jwks import JWKSCache, JWKSError
+from receiver.reconcile import desired_config, reconcile
+from receiver.settings import ReceiverSettings
+from receiver.state import Mutation, RevocationState
+from receiver.store import JtiTracker, StateStore, WriteBatch, make_store
+from receiver.tokens import (
+    AccessTokenValidator,
+    CompositeValidator,
+    IntrospectionValidator,
+    JWTAccessTokenValidator,
+    TokenCache,
+)
+from ssf import uris
+from ssf.errors import DuplicateJTI, InvalidRequest, InvalidState, SETError
+from ssf.events import StreamUpdated, Verification
+from ssf.keys import PublicKeys
+from ssf.metadata import TransmitterMetadata
+from ssf.set import SecurityEventToken, SETVerifier, UnknownKeyID
+from ssf.stream import StreamConfiguration
+
+__all__ = ["NotReady", "Receiver"]
+
+log = logging.getLogger("receiver")
+MAX_PENDING_STATES = 64
+
+
+class NotReady(Exception):
+    """The receiver has no verified transmitter keys yet (start-up still running)."""
+
+
+def payload_digest(token: str | bytes) -> bytes:
+    """Digest of the claims segment: one SET, however it was re-signed or re-sent."""
+    raw = token.encode("ascii", "replace") if isinstance(token, str) else token
+    parts = raw.strip().split(b".")
+    return hashlib.blake2b(parts[1] if len(parts) == 3 else raw, digest_size=16).digest()
+
+
+class Receiver:
+    def __init__(
+        self,
+        settings: ReceiverSettings | None = None,
+        *,
+        store: StateStore | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings = s = settings or ReceiverSettings()
+        self.store: StateStore = store or make_store(
+            s.database_url, s.redis_url, s.redis_namespace, s.jti_retention
+        )
+        self.state = RevocationState()
+        self.jtis = JtiTracker(s.jti_retention)
+        self.tokens = TokenCache(s.token_cache_size)
+        self.state.listeners.append(self._evict)
+        self._own_http = http is None
+        self.http = http
+        self.verifier: SETVerifier | None = None
+        self.jwks: JWKSCache | None = None
+        self.metadata: TransmitterMetadata | None = None
+        self.client: TransmitterClient | None = None
+        self.stream: StreamConfiguration | None = None
+        self.stream_id: str | None = s.stream_id
+        self.stream_status: str | None = None
+        self.token_validator: AccessTokenValidator | None = None
+        auth = s.push_authorization.get_secret_value() if s.push_authorization else None
+        if auth is None and s.delivery == "push" and not s.out_of_band:
+            auth = "Bearer " + secrets.token_urlsafe(32)
+        self.push_authorization: str | None = auth
+        self._push_auth_bytes = auth.encode() if auth else None
+        self._states: dict[str, float] = {}
+        self.verified_states: dict[str, float] = {}
+        self.unsolicited_verifications = 0
+        self.stats: Counter[str] = Counter()
+        self.error: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stop = asyncio.Event()
+        self._opened = False
+        self.poller: Any = None
+
+    # --- lifecycle ------------------------------------------------------------------
+    @asynccontextmanager
+    async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
+        """For ``FastAPI(lifespan=receiver.lifespan)`` in a third-party app."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def open(self) -> None:
+        """Storage and HTTP only (no transmitter): load every persisted revocation."""
+        if self._opened:
+            return
+        s = self.settings
+        if self.http is None:
+            limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+            self.http = httpx.AsyncClient(timeout=s.http_timeout, limits=limits)
+        await self.store.open()
+        await self.store.load(self.state, self.jtis)
+        self.store.on_remote(self._on_remote)
+        self.token_validator = self._make_token_validator()
+        self._opened = True
+
+    async def start(self) -> None:
+        self._stop = asyncio.Event()
+        await self.open()
+        s = self.settings
+        self._tasks.append(asyncio.create_task(self._maintenance(), name="ssf-receiver-maintenance"))
+        if not s.transmitter_issuer:
+            log.warning("no transmitter issuer configured: the push endpoint refuses SETs")
+            return
+        deadline = time.monotonic() + s.startup_timeout
+        delay = s.backoff_base
+        while True:
+            try:
+                await self.connect()
+                break
+            except (DiscoveryError, JWKSError, TransmitterError) as exc:
+                self.error = str(exc)
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("connecting to the transmitter failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, s.backoff_max)
+        self.error = None
+        # Verification and polling run once the server listens (lifespan start-up precedes it).
+        self._tasks.append(asyncio.create_task(self._after_start(), name="ssf-receiver-after-start"))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.poller is not None:
+            with suppress(Exception):
+                await self.poller.flush_acks()
+        await self.store.close()
+        if self._own_http and self.http is not None:
+            await self.http.aclose()
+            self.http = None
+        self._opened = False
+
+    def _make_token_validator(self) -> AccessTokenValidator | None:
+        s = self.settings
+        assert self.http is not None
+        jwt_v = None
+        if s.token_issuer and s.token_jwks_url:
+            jwt_v = JWTAccessTokenValidator(
+                issuer=s.token_issuer,
+                jwks=JWKSCache(s.token_jwks_url, self.http, min_interval=s.jwks_min_refresh_interval),
+                audience=s.token_audience,
+                algorithms=s.token_algorithms,
+                require_typ=s.token_require_typ,
+                leeway=s.token_leeway,
+            )
+        intro = None
+        if s.introspection_url:
+            intro = IntrospectionValidator(
+                url=s.introspection_url,
+                http=self.http,
+                client_id=s.introspection_client_id,
+                client_secret=(
+                    s.introspection_client_secret.get_secret_value()
+                    if s.introspection_client_secret
+                    else None
+                ),
+                issuer=s.token_issuer,
+                ttl=s.introspection_ttl,
+                negative_ttl=s.introspection_negative_ttl,
+            )
+        if jwt_v is None and intro is None:
+            return None
+        return CompositeValidator(jwt_v, intro)
+
+    async def connect(self) -> None:
+        """Discovery, JWKS and (unless out of band) stream reconciliation."""
+        s = self.settings
+        assert self.http is not None and s.transmitter_issuer
+        meta = await discover(self.http, s.transmitter_issuer, dev_mode=s.dev_mode)
+        if not meta.jwks_uri:
+            raise DiscoveryError("the transmitter publishes no jwks_uri; unsigned SETs are refused")
+        self.metadata = meta
+        self.jwks = JWKSCache(meta.jwks_uri, self.http, min_interval=s.jwks_min_refresh_interval)
+        keys = await self.jwks.load()
+        saved = await self.store.load_stream(meta.issuer)
+        if not s.out_of_band:
+            self.client = TransmitterClient(meta, self.http, await self._token_provider(meta))
+            desired = desired_config(
+                events=s.events,
+                delivery=s.delivery,
+                push_url=s.push_url,
+                push_authorization=self.push_authorization,
+                description=s.description,
+            )
+            known = s.stream_id or (saved or {}).get("stream_id")
+            self.stream = await reconcile(self.client, desired, stream_id=known)
+            self.stream_id = self.stream.stream_id
+            await self.store.save_stream(meta.issuer, self.stream.to_json())
+        audience = s.audience
+        if audience is None and self.stream is not None:
+            audience = self.stream.aud if isinstance(self.stream.aud, str) else None
+            if audience is None and isinstance(self.stream.aud, list):
+                self.configure(meta.issuer, keys, audience=self.stream.aud)
+                return
+        self.configure(meta.issuer, keys, audience=audience)
+
+    def configure(
+        self, issuer: str, keys: PublicKeys, *, audience: str | list[str] | None = None
+    ) -> SETVerifier:
+        """Set the SET verifier directly (library use without discovery, and tests)."""
+        s = self.settings
+        self.verifier = SETVerifier(
+            issuer=issuer,
+            keys=keys,
+            audience=audience,
+            algorithms=s.set_algorithms,
+            max_bytes=s.max_set_bytes,
+            iat_skew=s.clock_skew,
+        )
+        return self.verifier
+
+    async def _token_provider(self, meta: TransmitterMetadata) -> TokenProvider:
+        s = self.settings
+        assert self.http is not None
+        if s.static_token is not None:
+            return StaticToken(s.static_token.get_secret_value())
+        if s.client_id and s.client_secret is not None:
+            endpoint = s.token_endpoint or await discover_token_endpoint(self.http, meta.issuer)
+            return ClientCredentials(
+                self.http, endpoint, s.client_id, s.client_secret.get_secret_value(), s.scope
+            )
+        raise TransmitterError("set SSF_RECEIVER_STATIC_TOKEN or SSF_RECEIVER_CLIENT_ID/_SECRET")
+
+    async def _after_start(self) -> None:
+        s = self.settings
+        if self.client is not None and self.stream_id and s.verify_on_start:
+            await asyncio.sleep(0.05)  # let the server start listening for the verification push
+            try:
+                await self.request_verification()
+            except TransmitterError as exc:
+                log.warning("verification request failed: %s", exc)
+        if s.delivery == "poll" and self.client is not None and self.stream is not None:
+            from receiver.poll import Poller
+
+            url = self.stream.delivery.endpoint_url
+            if not url:
+                self.error = "the poll stream has no endpoint_url"
+                return
+            self.poller = Poller(self, self.client, url)
+            await self.poller.run(self._stop)
+
+    async def request_verification(self) -> str:
+        """SSF §8.1.4.2: ask for a verification event carrying a fresh ``state``."""
+        if self.client is None or not self.stream_id:
+            raise TransmitterError("no stream to verify")
+        state = secrets.token_urlsafe(18)
+        self._states[state] = time.time()
+        while len(self._states) > MAX_PENDING_STATES:
+            self._states.pop(next(iter(self._states)))
+        await self.client.verify(self.stream_id, state)
+        return state
+
+    async def _maintenance(self) -> None:
+        interval = min(3600.0, max(1.0, self.jtis.retention / 10))
+        while not self._stop.is_set():
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            now = time.time()
+            self.jtis.prune(now)
+            with suppress(Exception):
+                await self.store.prune(now - self.jtis.retention)
+
+    # --- receiving ------------------------------------------------------------------
+    async def verify(self, token: str | bytes) -> SecurityEventToken:
+        verifier = self.verifier
+        if verifier is None:
+            raise NotReady("the transmitter's keys are not loaded yet")
+        try:
+            return verifier.verify(token)
+        except UnknownKeyID:
+            # Key rotation at the transmitter: refetch the JWKS (rate-limited) and retry once.
+            if self.jwks is not None and await self.jwks.refresh():
+                verifier.keys = self.jwks.keys
+                return verifier.verify(token)
+            raise
+
+    async def receive(self, token: str | bytes) -> bool:
+        """Push: validate, apply, persist. True if new, False for an identical re-send."""
+        set_ = await self.verify(token)
+        batch = WriteBatch()
+        try:
+            new = self._accept(token, set_, batch)
+        except SETError as exc:
+            self.stats[exc.err] += 1
+            raise
+        if batch:
+            await self.store.commit(batch)
+        return new
+
+    async def receive_batch(self, sets: Mapping[str, object]) -> tuple[list[str], dict[str, dict[str, str]]]:
+        """Poll: every SET of one response; returns (ack, setErrs) for the next request."""
+        acks: list[str] = []
+        errs: dict[str, dict[str, str]] = {}
+        batch = WriteBatch()
+        for jti, raw in sets.items():
+            try:
+                if not isinstance(raw, str):
+                    raise InvalidRequest("a 'sets' value must be a SET string")
+                set_ = await self.verify(raw)
+                if set_.jti != jti:
+                    raise InvalidRequest("the SET's jti differs from its key in 'sets'")
+                self._accept(raw, set_, batch)
+                acks.append(jti)
+            except SETError as exc:
+                self.stats[exc.err] += 1
+                errs[jti] = exc.to_body()
+        if batch:
+            await self.store.commit(batch)
+        return acks, errs
+
+    def _accept(self, raw: str | bytes, set_: SecurityEventToken, batch: WriteBatch) -> bool:
+        digest = payload_digest(raw)
+        seen = self.jtis.get(set_.jti)
+        if seen is not None:
+            if hmac.compare_digest(seen, digest):
+                self.stats["duplicate"] += 1
+                return False  # RFC 8935 §2: answer a re-sent SET as the first time; change nothing
+            raise DuplicateJTI("this jti names a different SET already received")
+        etype = set_.event_type
+        if etype == uris.VERIFICATION:
+            self._check_verification(set_)
+        elif etype == uris.STREAM_UPDATED and isinstance(set_.event, StreamUpdated):
+            self.stream_status = set_.event.status
+        mutations = [] if self._discard(set_) else mutations_for(set_)
+        now = time.time()
+        self.jtis.add(set_.jti, digest, now)
+        batch.jtis.append((set_.jti, digest, now))
+        changed = [m for m in mutations if self.state.apply(m)]
+        if changed:
+            batch.mutations.extend(changed)
+            if self.store.wants_snapshots:
+                for m in changed:
+                    batch.snapshots[m.subject.key] = [x.to_json() for x in self.state.export(m.subject)]
+        self.stats["accepted"] += 1
+        return True
+
+    def _check_verification(self, set_: SecurityEventToken) -> None:
+        """SSF §8.1.4.1: the subject names our stream; a ``state`` must be one we asked for."""
+        sub = set_.sub_id
+        if self.stream_id and (sub.format != "opaque" or sub.get("id") != self.stream_id):
+            raise InvalidRequest("verification event for another stream")
+        event = set_.event
+        state = event.state if isinstance(event, Verification) else None
+        if state is None:
+            self.unsolicited_verifications += 1
+            return
+        if state in self._states or state in self.verified_states:
+            self.verified_states[state] = time.time()
+            self._states.pop(state, None)
+            return
+        if self.settings.out_of_band and not self._states:
+            self.verified_states[state] = time.time()  # verification triggered out of band
+            return
+        raise InvalidState("the verification 'state' does not match a request of this receiver")
+
+    def _discard(self, set_: SecurityEventToken) -> bool:
+        """SSF §3.6: discard an event naming a critical subject member we cannot process."""
+        meta = self.metadata
+        if meta is None or not meta.critical_subject_members or not set_.sub_id.is_complex:
+            return False
+        understood = set(self.settings.understood_subject_members)
+        names = set(set_.sub_id.members())
+        if names & set(meta.critical_subject_members) - understood:
+            self.stats["discarded_critical"] += 1
+            return True
+        return False
+
+    def _evict(self, m: Mutation) -> None:
+        self.tokens.evict_subject(m.subject, self.state)
+
+    def _on_remote(self, mutations: list[Mutation], jtis: list[tuple[str, bytes, float]]) -> None:
+        """Changes applied by another instance (shared store fan-out)."""
+        for jti, digest, at in jtis:
+            self.jtis.add(jti, digest, at)
+        for m in mutations:
+            self.state.apply(m)
+
+    # --- reporting ------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {
+            "issuer": self.metadata.issuer if self.metadata else self.settings.transmitter_issuer,
+            "ready": self.verifier is not None,
+            "error": self.error,
+            "stream_id": self.stream_id,
+            "delivery": self.settings.delivery,
+            "stream_status": self.stream_status,
+            "verified": bool(self.verified_states),
+            "unsolicited_verifications": self.unsolicited_verifications,
+            "state": self.state.counts(),
+            "jtis": len(self.jtis),
+            "cached_tokens": len(self.tokens),
+            "stats": dict(self.stats),
+        }

@@ -1,0 +1,334 @@
+"""Durable state behind the in-memory view: the ``StateStore`` interface and its SQL backend.
+
+The request path reads memory only. Writes go through :meth:`StateStore.commit`, which
+returns once the batch is durable; the SQL backend group-commits (every commit that
+arrives while one is in flight joins the next transaction), so a push receiver pays one
+transaction per burst, not per SET (perf-anchors d: ~5k/s with a commit per row, ~260k/s
+batched through SQLAlchemy Core).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Column, Float, LargeBinary, MetaData, String, Table, Text, delete, event, select
+from sqlalchemy.engine import Engine, create_engine
+from sqlalchemy.pool import StaticPool
+
+from receiver.state import Mutation, RevocationState
+
+__all__ = [
+    "JtiTracker",
+    "MemoryStore",
+    "SQLStore",
+    "StateStore",
+    "WriteBatch",
+    "make_store",
+]
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """What one or more SETs changed: their jtis and the resulting subject facts."""
+
+    jtis: list[tuple[str, bytes, float]] = field(default_factory=list)
+    mutations: list[Mutation] = field(default_factory=list)
+    #: subject key → the subject's full current facts (JSON mutations), for snapshot stores.
+    snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.jtis or self.mutations)
+
+
+class JtiTracker:
+    """Seen ``jti`` → (digest of the SET, first seen). Insertion order is time order."""
+
+    __slots__ = ("_seen", "retention")
+
+    def __init__(self, retention: float) -> None:
+        self._seen: dict[str, tuple[bytes, float]] = {}
+        self.retention = retention
+
+    def get(self, jti: str) -> bytes | None:
+        hit = self._seen.get(jti)
+        return None if hit is None else hit[0]
+
+    def add(self, jti: str, digest: bytes, at: float) -> None:
+        if jti not in self._seen:
+            self._seen[jti] = (digest, at)
+
+    def prune(self, now: float) -> int:
+        """Forget jtis older than the retention window (oldest first, stops at the first young)."""
+        limit, n = now - self.retention, 0
+        seen = self._seen
+        while seen:
+            jti = next(iter(seen))
+            if seen[jti][1] >= limit:
+                break
+            del seen[jti]
+            n += 1
+        return n
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __contains__(self, jti: object) -> bool:
+        return jti in self._seen
+
+
+RemoteListener = Callable[[list[Mutation], list[tuple[str, bytes, float]]], None]
+
+
+class StateStore(Protocol):
+    """Where revocation state and seen jtis survive restarts (and, shared, other instances)."""
+
+    #: True when the store wants full per-subject snapshots in each batch.
+    wants_snapshots: bool
+
+    async def open(self) -> None: ...
+
+    async def load(self, state: RevocationState, jtis: JtiTracker) -> None:
+        """Fill memory from storage (start-up)."""
+
+    async def commit(self, batch: WriteBatch) -> None:
+        """Return once ``batch`` is durable."""
+
+    async def prune(self, before: float) -> int:
+        """Drop jtis first seen before ``before``."""
+
+    async def save_stream(self, issuer: str, data: dict[str, Any]) -> None: ...
+
+    async def load_stream(self, issuer: str) -> dict[str, Any] | None: ...
+
+    def on_remote(self, listener: RemoteListener) -> None:
+        """Register for changes made by other instances (shared stores only)."""
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """No durability: for tests and throwaway runs."""
+
+    wants_snapshots = False
+
+    def __init__(self) -> None:
+        self.streams: dict[str, dict[str, Any]] = {}
+        self.commits = 0
+
+    async def open(self) -> None:
+        return None
+
+    async def load(self, state: RevocationState, jtis: JtiTracker) -> None:
+        return None
+
+    async def commit(self, batch: WriteBatch) -> None:
+        self.commits += 1
+
+    async def prune(self, before: float) -> int:
+        return 0
+
+    async def save_stream(self, issuer: str, data: dict[str, Any]) -> None:
+        self.streams[issuer] = data
+
+    async def load_stream(self, issuer: str) -> dict[str, Any] | None:
+        return self.streams.get(issuer)
+
+    def on_remote(self, listener: RemoteListener) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+_metadata = MetaData()
+subject_table = Table(
+    "ssf_receiver_subject",
+    _metadata,
+    Column("key", Text, primary_key=True),
+    Column("facts", Text, nullable=False),  # JSON array of mutations
+    Column("updated_at", Float, nullable=False),
+)
+jti_table = Table(
+    "ssf_receiver_jti",
+    _metadata,
+    Column("jti", String(512), primary_key=True),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("received_at", Float, nullable=False, index=True),
+)
+stream_table = Table(
+    "ssf_receiver_stream",
+    _metadata,
+    Column("issuer", String(1024), primary_key=True),
+    Column("data", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class SQLStore:
+    """SQLite (WAL) by default, PostgreSQL by URL; SQLAlchemy Core on the hot tables."""
+
+    wants_snapshots = True
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False}
+            if url in ("sqlite://", "sqlite:///:memory:"):
+                kwargs["poolclass"] = StaticPool
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._pending: list[tuple[WriteBatch, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.transactions = 0
+
+    async def open(self) -> None:
+        await asyncio.to_thread(_metadata.create_all, self.engine)
+
+    async def load(self, state: RevocationState, jtis: JtiTracker) -> None:
+        rows, seen = await asyncio.to_thread(self._read_all, time.time() - jtis.retention)
+        for (facts,) in rows:
+            for item in json.loads(facts):
+                state.apply(Mutation.from_json(item))
+        for jti, digest, at in seen:
+            jtis.add(jti, bytes(digest), at)
+
+    def _read_all(self, since: float) -> tuple[list[Any], list[Any]]:
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(select(subject_table.c.facts)))
+            seen = list(
+                conn.execute(
+                    select(jti_table.c.jti, jti_table.c.digest, jti_table.c.received_at)
+                    .where(jti_table.c.received_at >= since)
+                    .order_by(jti_table.c.received_at)
+                )
+            )
+        return rows, seen
+
+    async def commit(self, batch: WriteBatch) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._pending.append((batch, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        await fut
+
+    async def _flush(self) -> None:
+        while self._pending:
+            items, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self._write, [b for b, _ in items])
+            except Exception as exc:  # surfaced to every waiter
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+            else:
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    def _upsert(self, table: Table, rows: list[dict[str, Any]], keys: list[str], update: bool) -> Any:
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            pstmt = pg_insert(table)
+            if update:
+                return pstmt.on_conflict_do_update(
+                    index_elements=keys, set_={c: pstmt.excluded[c] for c in rows[0] if c not in keys}
+                )
+            return pstmt.on_conflict_do_nothing(index_elements=keys)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        sstmt = sqlite_insert(table)
+        if update:
+            return sstmt.on_conflict_do_update(
+                index_elements=keys, set_={c: sstmt.excluded[c] for c in rows[0] if c not in keys}
+            )
+        return sstmt.on_conflict_do_nothing(index_elements=keys)
+
+    def _write(self, batches: list[WriteBatch]) -> None:
+        now = time.time()
+        jtis: dict[str, dict[str, Any]] = {}
+        subjects: dict[str, dict[str, Any]] = {}
+        for b in batches:
+            for jti, digest, at in b.jtis:
+                jtis.setdefault(jti, {"jti": jti, "digest": digest, "received_at": at})
+            for key, facts in b.snapshots.items():
+                subjects[key] = {"key": key, "facts": json.dumps(facts), "updated_at": now}
+        if not jtis and not subjects:
+            return
+        with self.engine.begin() as conn:
+            if jtis:
+                rows = list(jtis.values())
+                conn.execute(self._upsert(jti_table, rows, ["jti"], update=False), rows)
+            if subjects:
+                rows = list(subjects.values())
+                conn.execute(self._upsert(subject_table, rows, ["key"], update=True), rows)
+        self.transactions += 1
+
+    async def prune(self, before: float) -> int:
+        def run() -> int:
+            with self.engine.begin() as conn:
+                return int(conn.execute(delete(jti_table).where(jti_table.c.received_at < before)).rowcount)
+
+        return await asyncio.to_thread(run)
+
+    async def save_stream(self, issuer: str, data: dict[str, Any]) -> None:
+        row = {"issuer": issuer, "data": json.dumps(data), "updated_at": time.time()}
+
+        def run() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(self._upsert(stream_table, [row], ["issuer"], update=True), [row])
+
+        await asyncio.to_thread(run)
+
+    async def load_stream(self, issuer: str) -> dict[str, Any] | None:
+        def run() -> str | None:
+            with self.engine.connect() as conn:
+                return conn.execute(
+                    select(stream_table.c.data).where(stream_table.c.issuer == issuer)
+                ).scalar_one_or_none()
+
+        data = await asyncio.to_thread(run)
+        if data is None:
+            return None
+        loaded = json.loads(data)
+        return loaded if isinstance(loaded, dict) else None
+
+    def on_remote(self, listener: RemoteListener) -> None:
+        return None
+
+    async def close(self) -> None:
+        while self._flusher is not None and not self._flusher.done():
+            await self._flusher
+        self.engine.dispose()
+
+
+def make_store(
+    database_url: str,
+    redis_url: str | None = None,
+    namespace: str = "ssf-receiver",
+    jti_retention: int = 7 * 86400,
+) -> StateStore:
+    """The store a configuration asks for: Redis when given a URL, else SQL."""
+    if redis_url:
+        from receiver.redis_store import RedisStore
+
+        return RedisStore(redis_url, namespace=namespace, jti_retention=jti_retention)
+    if database_url in ("memory", "memory://"):
+        return MemoryStore()
+    return SQLStore(database_url)

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from receiver.app import create_app
+from receiver.core import Receiver
+from receiver.settings import ReceiverSettings
+from tests.receiver.fake import AUDIENCE, CLIENT_ID, CLIENT_SECRET, FakeTransmitter
+from tests.support.services import free_port, serve
+
+
+@pytest.fixture
+def fake_factory() -> Iterator[Callable[..., FakeTransmitter]]:
+    stack = contextlib.ExitStack()
+
+    def make(**kw: Any) -> FakeTransmitter:
+        port = free_port()
+        fake = FakeTransmitter(port, **kw)
+        stack.enter_context(serve(fake.app, port=port))
+        return fake
+
+    with stack:
+        yield make
+
+
+@pytest.fixture
+def fake(fake_factory: Callable[..., FakeTransmitter]) -> FakeTransmitter:
+    return fake_factory()
+
+
+def receiver_settings(fake: FakeTransmitter, tmp_path: Path, port: int, **kw: Any) -> ReceiverSettings:
+    values: dict[str, Any] = {
+        "transmitter_issuer": fake.issuer,
+        "dev_mode": True,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "push_url": f"http://127.0.0.1:{port}/ssf/push",
+        "database_url": f"sqlite:///{tmp_path}/receiver.db",
+        "token_issuer": fake.base + "/as",
+        "token_jwks_url": fake.base + "/as/jwks",
+        "token_audience": AUDIENCE,
+        "jwks_min_refresh_interval": 0.2,
+        "poll_timeout": 5,
+        "backoff_base": 0.05,
+        "backoff_max": 0.2,
+        "startup_timeout": 5,
+    }
+    values.update(kw)
+    return ReceiverSettings(**values)
+
+
+class Running:
+    def __init__(self, url: str, receiver: Receiver, fake: FakeTransmitter) -> None:
+        self.url = url
+        self.receiver = receiver
+        self.fake = fake
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def push(self, token: str, *, auth: str | bool | None = True, **headers: str) -> httpx.Response:
+        h = {"Content-Type": "application/secevent+jwt", "Accept": "application/json", **headers}
+        if auth is True:
+            assert self.receiver.push_authorization
+            h["Authorization"] = self.receiver.push_authorization
+        elif isinstance(auth, str):
+            h["Authorization"] = auth
+        return self.http.post("/ssf/push", content=token, headers=h)
+
+    def whoami(self, token: str, **headers: str) -> httpx.Response:
+        return self.http.get("/protected/whoami", headers={"Authorization": f"Bearer {token}", **headers})
+
+    def wait(self, cond: Callable[[], bool], what: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def run_receiver(
+    fake: FakeTransmitter, tmp_path: Path, *, policy: Any = None, port: int | None = None, **kw: Any
+) -> Iterator[Running]:
+    port = port or free_port()
+    settings = receiver_settings(fake, tmp_path, port, **kw)
+    receiver = Receiver(settings)
+    app = create_app(settings, receiver=receiver, policy=policy)
+    with serve(app, port=port) as url:
+        running = Running(url, receiver, fake)
+        try:
+            yield running
+        finally:
+            running.http.close()
+
+
+@pytest.fixture
+def rcv(fake: FakeTransmitter, tmp_path: Path) -> Iterator[Running]:
+    with run_receiver(fake, tmp_path) as running:
+        running.wait(lambda: bool(running.receiver.verified_states), "start-up verification")
+        yield running

@@ -1,0 +1,253 @@
+"""The middleware end to end: real tokens, real SETs pushed, the next request judged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.policy import ALLOW, Decision, DefaultPolicy, RequestContext
+from receiver.state import SubjectState
+from ssf.events import (
+    AssuranceLevelChange,
+    DeviceComplianceChange,
+    RiskLevelChange,
+    SessionRevoked,
+    TokenClaimsChange,
+)
+from ssf.events.risc import AccountDisabled, AccountEnabled, AccountPurged, SessionsRevoked
+from ssf.subjects import Subject
+from tests.receiver.conftest import Running, run_receiver
+from tests.receiver.fake import FakeTransmitter
+
+
+def _user(rcv: Running, sub: str = "alice") -> Subject:
+    return Subject.iss_sub(rcv.fake.base + "/as", sub)
+
+
+def test_whoami_returns_the_principal(rcv: Running) -> None:
+    token = rcv.fake.mint("alice", sid="s1", acr="nist-aal2", device_id="d1", email="Alice@Example.COM")
+    resp = rcv.whoami(token)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert (body["sub"], body["sid"], body["acr"], body["device"]) == ("alice", "s1", "nist-aal2", "d1")
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        ({}, None),
+        ({"Authorization": "Basic abc"}, None),
+        ({"Authorization": "Bearer not-a-token"}, "invalid_token"),
+    ],
+)
+def test_missing_or_bad_tokens_get_rfc6750_challenges(
+    rcv: Running, headers: dict[str, str], error: str | None
+) -> None:
+    resp = rcv.http.get("/protected/whoami", headers=headers)
+    assert resp.status_code == 401
+    challenge = resp.headers["www-authenticate"]
+    assert challenge.startswith("Bearer realm=")
+    if error:
+        assert f'error="{error}"' in challenge
+    else:
+        assert "error=" not in challenge
+
+
+def test_expired_wrong_audience_and_wrong_typ_tokens_are_refused(rcv: Running) -> None:
+    fake = rcv.fake
+    expired = fake.mint("alice", iat=int(time.time()) - 7200, lifetime=60)
+    assert rcv.whoami(expired).status_code == 401
+    wrong_aud = fake.mint("alice", aud="https://other.example")
+    assert rcv.whoami(wrong_aud).status_code == 401
+    # A token in the query string is never looked at (RFC 6750 §2.3 not supported).
+    good = fake.mint("alice")
+    assert rcv.http.get(f"/protected/whoami?access_token={good}").status_code == 401
+
+
+def test_session_revoked_by_sid_refuses_only_that_session(rcv: Running) -> None:
+    fake = rcv.fake
+    t1, t2 = fake.mint("alice", sid="s-1"), fake.mint("alice", sid="s-2")
+    assert rcv.whoami(t1).status_code == 200 and rcv.whoami(t2).status_code == 200
+    assert rcv.push(fake.sign(Subject.opaque("s-1"), SessionRevoked())).status_code == 202
+    assert rcv.whoami(t1).status_code == 401
+    assert rcv.whoami(t2).status_code == 200
+    assert t1 not in rcv.receiver.tokens or rcv.receiver.tokens.get(t1).state.revoked  # type: ignore[union-attr]
+
+
+def test_user_cutoff_refuses_older_tokens_and_accepts_newer(rcv: Running) -> None:
+    fake = rcv.fake
+    now = int(time.time())
+    old = fake.mint("alice", iat=now - 60, sid="a")
+    other_user = fake.mint("bob", iat=now - 60)
+    assert rcv.whoami(old).status_code == 200
+    event = SessionRevoked(event_timestamp=now - 30)
+    assert rcv.push(fake.sign(_user(rcv), event)).status_code == 202
+    assert rcv.whoami(old).status_code == 401
+    assert rcv.whoami(other_user).status_code == 200
+    assert rcv.whoami(fake.mint("alice", iat=now, sid="b")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        AccountPurged(),
+        SessionsRevoked(),
+    ],
+)
+def test_cutoff_events_by_email(rcv: Running, event: Any) -> None:
+    fake = rcv.fake
+    token = fake.mint("carol", iat=int(time.time()) - 10, email="carol@EXAMPLE.com")
+    assert rcv.whoami(token).status_code == 200
+    assert rcv.push(fake.sign(Subject.email("carol@example.com"), event)).status_code == 202
+    assert rcv.whoami(token).status_code == 401
+
+
+def test_account_disabled_until_enabled(rcv: Running) -> None:
+    fake = rcv.fake
+    token = fake.mint("dave")
+    user = _user(rcv, "dave")
+    now = int(time.time())
+    assert rcv.push(fake.sign(user, AccountDisabled(reason="hijacking"), iat=now)).status_code == 202
+    resp = rcv.whoami(token)
+    assert resp.status_code == 401 and "disabled" in resp.json()["error_description"]
+    assert rcv.whoami(fake.mint("dave")).status_code == 401  # new tokens too
+    assert rcv.push(fake.sign(user, AccountEnabled(), iat=now + 1)).status_code == 202
+    assert rcv.whoami(token).status_code == 200
+
+
+def test_device_compliance_via_complex_subject(rcv: Running) -> None:
+    fake = rcv.fake
+    on_device = fake.mint("erin", device_id="laptop-1")
+    other_device = fake.mint("erin", device_id="phone-1")
+    subject = Subject.complex(user=_user(rcv, "erin"), device=Subject.opaque("laptop-1"))
+    now = int(time.time())
+    bad = DeviceComplianceChange(
+        previous_status="compliant", current_status="not-compliant", event_timestamp=now
+    )
+    assert rcv.push(fake.sign(subject, bad)).status_code == 202
+    resp = rcv.whoami(on_device)
+    assert resp.status_code == 401 and "device" in resp.json()["error_description"]
+    assert rcv.whoami(other_device).status_code == 200
+    good = DeviceComplianceChange(
+        previous_status="not-compliant", current_status="compliant", event_timestamp=now + 1
+    )
+    assert rcv.push(fake.sign(subject, good)).status_code == 202
+    assert rcv.whoami(on_device).status_code == 200
+
+
+def test_complex_user_session_subject_refuses_that_session(rcv: Running) -> None:
+    fake = rcv.fake
+    t = fake.mint("frank", sid="fs-1")
+    other = fake.mint("frank", sid="fs-2")
+    subject = Subject.complex(
+        user=_user(rcv, "frank"), session=Subject.opaque("fs-1"), tenant=Subject.opaque("t1")
+    )
+    assert rcv.push(fake.sign(subject, SessionRevoked())).status_code == 202
+    assert rcv.whoami(t).status_code == 401
+    assert rcv.whoami(other).status_code == 200
+
+
+def test_token_claims_change_replaces_cached_claims(rcv: Running) -> None:
+    fake = rcv.fake
+    token = fake.mint("gina", role="admin")
+    assert rcv.whoami(token).json()["claims"]["role"] == "admin"
+    event = TokenClaimsChange(claims={"role": "ro-admin"})
+    assert rcv.push(fake.sign(_user(rcv, "gina"), event)).status_code == 202
+    assert rcv.whoami(token).json()["claims"]["role"] == "ro-admin"
+
+
+def test_assurance_drop_asks_for_step_up(rcv: Running) -> None:
+    fake = rcv.fake
+    token = fake.mint("hank", acr="nist-aal2")
+    assert rcv.whoami(token).status_code == 200
+    event = AssuranceLevelChange(
+        namespace="NIST-AAL",
+        current_level="nist-aal1",
+        previous_level="nist-aal2",
+        change_direction="decrease",
+    )
+    assert rcv.push(fake.sign(_user(rcv, "hank"), event)).status_code == 202
+    resp = rcv.whoami(token)
+    assert resp.status_code == 401
+    challenge = resp.headers["www-authenticate"]
+    assert 'error="insufficient_user_authentication"' in challenge
+    assert 'acr_values="nist-aal2"' in challenge
+    assert resp.json()["error"] == "insufficient_user_authentication"
+
+
+def test_risk_is_recorded_for_the_policy(rcv: Running) -> None:
+    fake = rcv.fake
+    token = fake.mint("ivy")
+    event = RiskLevelChange(
+        principal="USER", current_level="HIGH", risk_reason="PASSWORD_FOUND_IN_DATA_BREACH"
+    )
+    assert rcv.push(fake.sign(_user(rcv, "ivy"), event)).status_code == 202
+    body = rcv.whoami(token).json()  # the default policy records, it does not deny
+    assert body["state"]["risk_level"] == "HIGH"
+
+
+@pytest.fixture
+def strict_rcv(fake: FakeTransmitter, tmp_path: Path) -> Iterator[Running]:
+    seen_networks: dict[str, str] = {}
+    base = DefaultPolicy(required_acr="nist-aal2", max_age=300)
+
+    def policy(claims: Mapping[str, Any], ctx: RequestContext, state: SubjectState) -> Decision:
+        if state.risk_level == "HIGH" and "admin" in str(claims.get("scope", "")).split():
+            return Decision.forbidden("high-risk users may not use admin scopes", scope="admin")
+        sid = claims.get("sid")
+        if isinstance(sid, str) and ctx.user_agent:
+            first = seen_networks.setdefault(sid, ctx.user_agent)
+            if first != ctx.user_agent:
+                return Decision.deny("session seen from a new client")
+        return base(claims, ctx, state)
+
+    with run_receiver(fake, tmp_path, policy=policy) as running:
+        running.wait(lambda: bool(running.receiver.verified_states), "verification")
+        yield running
+
+
+def test_custom_policy_sees_claims_context_and_state(strict_rcv: Running) -> None:
+    rcv = strict_rcv
+    fake = rcv.fake
+    low = fake.mint("jack", acr="nist-aal1")
+    resp = rcv.whoami(low)
+    assert resp.status_code == 401
+    assert 'acr_values="nist-aal2"' in resp.headers["www-authenticate"]
+    assert "max_age=300" in resp.headers["www-authenticate"]
+    admin = fake.mint("kim", acr="nist-aal2", scope="read admin", sid="k1")
+    assert rcv.whoami(admin, **{"User-Agent": "ua-1"}).status_code == 200
+    assert rcv.whoami(admin, **{"User-Agent": "ua-2"}).status_code == 401
+    event = RiskLevelChange(principal="USER", current_level="HIGH")
+    assert rcv.push(fake.sign(_user(rcv, "kim"), event)).status_code == 202
+    resp = rcv.whoami(admin, **{"User-Agent": "ua-1"})
+    assert resp.status_code == 403 and 'error="insufficient_scope"' in resp.headers["www-authenticate"]
+
+
+def test_policy_allow_constant_is_an_allow() -> None:
+    assert ALLOW.allow and not Decision.deny("x").allow
+
+
+def test_introspection_tokens(fake: FakeTransmitter, tmp_path: Path) -> None:
+    with run_receiver(
+        fake,
+        tmp_path,
+        token_jwks_url=None,
+        introspection_url=fake.base + "/as/introspect",
+        introspection_client_id="rs",
+        introspection_client_secret="rs-secret",
+        introspection_ttl=60,
+    ) as rcv:
+        rcv.wait(lambda: bool(rcv.receiver.verified_states), "verification")
+        token = fake.opaque_token("lena", sid="ls-1")
+        assert rcv.whoami(token).status_code == 200
+        assert rcv.whoami(token).status_code == 200
+        assert fake.introspection_calls == 1  # cached within the TTL
+        inactive = fake.opaque_token("lena", active=False)
+        assert rcv.whoami(inactive).status_code == 401
+        assert rcv.push(fake.sign(Subject.opaque("ls-1"), SessionRevoked())).status_code == 202
+        assert token not in rcv.receiver.tokens  # evicted at once by the event
+        assert rcv.whoami(token).status_code == 401

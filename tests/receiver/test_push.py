@@ -1,0 +1,190 @@
+"""RFC 8935 push endpoint over real HTTP: 202 only after apply, 400 codes, dedupe, verification."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from ssf import uris
+from ssf.events import EVENT_MODELS, CredentialChange, SessionRevoked, Verification, example_payload
+from ssf.keys import generate_signing_key
+from ssf.set import SecurityEventToken, sign_set
+from ssf.subjects import Subject
+from tests.receiver.conftest import Running
+
+USER = "alice"
+
+
+def _sid(rcv: Running) -> str:
+    assert rcv.receiver.stream_id
+    return rcv.receiver.stream_id
+
+
+def test_startup_created_a_push_stream_and_verified_it(rcv: Running) -> None:
+    fake = rcv.fake
+    (stream,) = fake.streams.values()
+    assert stream["delivery"]["method"] == uris.PUSH
+    assert stream["delivery"]["endpoint_url"] == f"{rcv.url}/ssf/push"
+    assert stream["delivery"]["authorization_header"] == rcv.receiver.push_authorization
+    # The state the receiver asked for came back in a pushed verification SET and got 202.
+    assert fake.verifications and fake.verifications[-1] in rcv.receiver.verified_states
+    assert fake.push_results[-1][0] == 202
+    # Create body held no transmitter-supplied property; the token asked for both scopes.
+    create = next(body for method, _, body in fake.requests if method == "POST")
+    assert set(create) <= {"events_requested", "delivery", "description"}
+    assert fake.token_scopes == ["ssf.read ssf.manage"]
+    health = rcv.http.get("/health").json()
+    assert health["ready"] and health["verified"] and health["stream_id"] == _sid(rcv)
+
+
+def test_valid_set_is_202_with_empty_body_and_applied(rcv: Running) -> None:
+    token = rcv.fake.mint(USER, sid="s-1")
+    assert rcv.whoami(token).status_code == 200
+    set_ = rcv.fake.sign(Subject.opaque("s-1"), SessionRevoked(initiating_entity="policy"))
+    resp = rcv.push(set_)
+    assert resp.status_code == 202 and resp.content == b""
+    # The very next request with a token of that session is refused.
+    refused = rcv.whoami(token)
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer wrong", False])
+def test_push_without_the_configured_authorization_is_refused(rcv: Running, auth: object) -> None:
+    set_ = rcv.fake.sign(Subject.opaque("s-x"), SessionRevoked())
+    resp = rcv.push(set_, auth=auth)  # type: ignore[arg-type]
+    assert resp.status_code == 401
+    assert resp.json()["err"] == "authentication_failed"
+    assert rcv.receiver.state.cutoffs.get("o:s-x") is None
+
+
+def test_identical_resend_is_202_and_changes_nothing(rcv: Running) -> None:
+    set_ = rcv.fake.sign(
+        Subject.iss_sub(rcv.fake.base + "/as", USER),
+        CredentialChange(credential_type="password", change_type="update", event_timestamp=1000),
+    )
+    assert rcv.push(set_).status_code == 202
+    gen = rcv.receiver.state.generation
+    accepted = rcv.receiver.stats["accepted"]
+    assert rcv.push(set_).status_code == 202
+    assert rcv.receiver.state.generation == gen
+    assert rcv.receiver.stats["accepted"] == accepted
+    assert rcv.receiver.stats["duplicate"] >= 1
+
+
+def test_a_different_set_reusing_a_jti_is_refused(rcv: Running) -> None:
+    first = rcv.fake.sign(Subject.opaque("s-a"), SessionRevoked(), jti="same-jti")
+    second = rcv.fake.sign(Subject.opaque("s-b"), SessionRevoked(), jti="same-jti")
+    assert rcv.push(first).status_code == 202
+    resp = rcv.push(second)
+    assert resp.status_code == 400
+    assert resp.json()["err"] == "invalid_request"
+    assert "o:s-b" not in rcv.receiver.state.cutoffs
+
+
+def test_wrong_verification_state_is_invalid_state(rcv: Running) -> None:
+    bad = rcv.fake.sign(Subject.opaque(_sid(rcv)), Verification(state="not-ours"))
+    resp = rcv.push(bad)
+    assert resp.status_code == 400
+    assert resp.json() == {"err": "invalid_state", "description": resp.json()["description"]}
+    # A transmitter-initiated verification (no state) is fine.
+    assert rcv.push(rcv.fake.sign(Subject.opaque(_sid(rcv)), Verification())).status_code == 202
+    assert rcv.receiver.unsolicited_verifications == 1
+
+
+def test_error_codes(rcv: Running) -> None:
+    fake = rcv.fake
+    subject = Subject.opaque("s-err")
+    other_key = generate_signing_key("ES256", kid="t-1")  # same kid, different key
+    cases = {
+        "authentication_failed": fake.sign(subject, SessionRevoked(), key=other_key),
+        "invalid_audience": fake.sign(subject, SessionRevoked(), aud="https://someone-else.example"),
+        "invalid_key": fake.sign(subject, SessionRevoked(), key=generate_signing_key("ES256", kid="nope")),
+        "invalid_request": "not.a.set",
+    }
+    wrong_iss = SecurityEventToken.create(
+        iss="https://evil.example", aud=fake.stream_aud, sub_id=subject, event=SessionRevoked()
+    )
+    cases["invalid_issuer"] = sign_set(wrong_iss, fake.keys.active)
+    for err, token in cases.items():
+        resp = rcv.push(token)
+        assert resp.status_code == 400, err
+        assert resp.headers["content-type"].startswith("application/json")
+        body = resp.json()
+        assert body["err"] == err and isinstance(body["description"], str)
+    assert "o:s-err" not in rcv.receiver.state.cutoffs
+
+
+def test_future_iat_and_oversized_sets_are_refused(rcv: Running) -> None:
+    fake = rcv.fake
+    future = fake.sign(Subject.opaque("s-f"), SessionRevoked(), iat=int(time.time()) + 3600)
+    assert rcv.push(future).json()["err"] == "invalid_request"
+    huge = "a" * (rcv.receiver.settings.max_set_bytes + 2048)
+    resp = rcv.push(huge)
+    assert resp.status_code == 400 and resp.json()["err"] == "invalid_request"
+
+
+def test_every_supported_event_type_gets_202(rcv: Running) -> None:
+    """The conformance suite's supported-events test: 202 for each, even those we only record."""
+    fake = rcv.fake
+    for uri in EVENT_MODELS:
+        if uri == uris.VERIFICATION:
+            continue
+        subject = Subject.email("valid@example.com")
+        token = fake.sign_uri(subject, uri, example_payload(uri))
+        resp = rcv.push(token)
+        assert resp.status_code == 202, (uri, resp.text)
+
+
+def test_unknown_event_type_and_unrelated_subjects_still_202(rcv: Running) -> None:
+    token = SecurityEventToken.create(
+        iss=rcv.fake.issuer,
+        aud=rcv.fake.stream_aud,
+        sub_id=Subject.opaque("nobody"),
+        event=SessionRevoked(),
+        event_type="https://example.com/event-type/custom",
+    )
+    assert rcv.push(sign_set(token, rcv.fake.keys.active)).status_code == 202
+
+
+def test_key_rotation_refetches_the_jwks_once(rcv: Running) -> None:
+    fake = rcv.fake
+    before = fake.jwks_fetches
+    new = fake.rotate("RS256", kid="t-2")
+    time.sleep(0.25)  # past the configured minimum refresh interval
+    token = fake.sign(Subject.opaque("s-rot"), SessionRevoked(), key=new)
+    assert rcv.push(token).status_code == 202
+    assert fake.jwks_fetches == before + 1
+    # Garbage kids cannot make the receiver hammer the transmitter: at most one fetch per interval.
+    for i in range(20):
+        junk = fake.sign(
+            Subject.opaque("s-j"), SessionRevoked(), key=generate_signing_key("ES256", kid=f"j{i}")
+        )
+        assert rcv.push(junk).json()["err"] == "invalid_key"
+    assert fake.jwks_fetches <= before + 2
+
+
+def test_subject_inside_the_event_dialect_is_accepted(rcv: Running) -> None:
+    """Pre-1.0 CAEP put the subject inside the event; both dialects must apply."""
+    from joserfc import jws
+
+    fake = rcv.fake
+    claims = {
+        "iss": fake.issuer,
+        "jti": "legacy-1",
+        "iat": int(time.time()),
+        "aud": fake.stream_aud,
+        "events": {
+            SessionRevoked.event_type: {
+                "subject": {"subject_type": "opaque", "id": "s-legacy"},
+                "event_timestamp": int(time.time()),
+            }
+        },
+    }
+    key = fake.keys.active
+    header = {"alg": key.alg, "typ": "secevent+jwt", "kid": key.kid}
+    token = jws.serialize_compact(header, json.dumps(claims).encode(), key.key, algorithms=[key.alg])
+    assert rcv.push(token).status_code == 202
+    assert rcv.receiver.state.cutoffs["o:s-legacy"] == float("inf")
