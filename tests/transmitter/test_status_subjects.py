@@ -1,0 +1,237 @@
+"""Status (SSF §8.1.2), stream-updated (§8.1.5), inactivity, subjects (§8.1.3), verification (§8.1.4)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from ssf import uris
+from ssf.subjects import Subject
+from tests.transmitter.conftest import SESSION_REVOKED, Server, ServerFactory, Sink, wait_until
+
+ALICE = Subject.email("alice@example.com")
+BOB = Subject.email("bob@example.com")
+
+
+def decode_all(server: Server, sets: dict[str, str]) -> list[Any]:
+    v = server.verifier()
+    return [v.verify(t) for t in sets.values()]
+
+
+def test_status_read_update_and_paused_hold_in_order(server: Server) -> None:
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    sid = s["stream_id"]
+    r = server.req("GET", "/ssf/status", rx, params={"stream_id": sid})
+    assert r.status_code == 200 and r.json() == {"stream_id": sid, "status": "enabled"}
+    r = server.req(
+        "POST",
+        "/ssf/status",
+        rx,
+        params={"stream_id": sid},
+        json={"stream_id": sid, "status": "paused", "reason": "maintenance"},
+    )
+    assert r.status_code == 200 and r.json() == {
+        "stream_id": sid,
+        "status": "paused",
+        "reason": "maintenance",
+    }
+    held = [server.tx.publish(sub, {SESSION_REVOKED: {}})[sid] for sub in (ALICE, BOB, ALICE)]
+    assert server.poll(rx, s) == {"sets": {}}  # paused: nothing delivered, no stream-updated (receiver's own)
+    server.req("POST", "/ssf/status", rx, json={"stream_id": sid, "status": "enabled"})
+    assert list(server.poll(rx, s)["sets"]) == held  # generation order kept
+
+
+def test_disabled_keeps_nothing(server: Server) -> None:
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    sid = s["stream_id"]
+    server.tx.publish(ALICE, {SESSION_REVOKED: {}})
+    assert (
+        server.req("POST", "/ssf/status", rx, json={"stream_id": sid, "status": "disabled"}).status_code
+        == 200
+    )
+    assert server.tx.publish(ALICE, {SESSION_REVOKED: {}}) == {}
+    server.req("POST", "/ssf/status", rx, json={"stream_id": sid, "status": "enabled"})
+    assert server.poll(rx, s) == {"sets": {}}
+    assert server.tx.outbox_counts(sid) == {"expired": 1}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "paused"},
+        {"stream_id": "x", "status": "sleeping"},
+        {"stream_id": 1, "status": "paused"},
+        {"stream_id": "x", "status": "paused", "extra": 1},
+    ],
+)
+def test_bad_status_updates_are_400(server: Server, body: dict[str, Any]) -> None:
+    rx = server.client()
+    assert server.req("POST", "/ssf/status", rx, json=body).status_code == 400
+
+
+def test_status_query_and_body_must_agree(server: Server) -> None:
+    rx = server.client()
+    s = server.create(rx, {})
+    r = server.req(
+        "POST",
+        "/ssf/status",
+        rx,
+        params={"stream_id": "other"},
+        json={"stream_id": s["stream_id"], "status": "paused"},
+    )
+    assert r.status_code == 400
+
+
+def test_transmitter_initiated_changes_send_stream_updated(server: Server) -> None:
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    sid = s["stream_id"]
+    server.tx.set_status(sid, "paused", "operator maintenance")
+    held = server.tx.publish(ALICE, {SESSION_REVOKED: {}})[sid]
+    got = server.poll(rx, s)
+    (notice,) = decode_all(server, got["sets"])  # only the notice, the event is held
+    assert notice.event_type == uris.STREAM_UPDATED
+    assert notice.event.payload() == {"status": "paused", "reason": "operator maintenance"}
+    assert notice.sub_id == Subject.opaque(sid)
+    server.tx.set_status(sid, "enabled")
+    got = server.poll(rx, s, ack=list(got["sets"]))
+    events = decode_all(server, got["sets"])
+    assert [e.event_type for e in events] == [uris.STREAM_UPDATED, SESSION_REVOKED]
+    assert events[0].event.payload() == {"status": "enabled"} and events[1].jti == held
+
+
+def test_inactivity_timeout_pauses_with_notice_and_activity_resets(server_factory: ServerFactory) -> None:
+    with server_factory(inactivity_timeout=1, maintenance_interval=0.2) as server:
+        rx = server.client()
+        idle = server.create(rx, {})
+        busy = server.create(rx, {})
+        assert idle["inactivity_timeout"] == 1
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            server.poll(rx, busy)  # a poll is eligible activity
+            time.sleep(0.2)
+        assert server.tx.stream(idle["stream_id"]).status == "paused"
+        assert server.tx.stream(busy["stream_id"]).status == "enabled"
+        (notice,) = decode_all(server, server.poll(rx, idle)["sets"])
+        assert notice.event.payload() == {"status": "paused", "reason": "inactivity timeout"}
+
+
+def test_subjects_none_by_default_add_remove_and_complex_matching(server_factory: ServerFactory) -> None:
+    with server_factory(default_subjects="NONE") as server:
+        rx = server.client()
+        s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+        sid = s["stream_id"]
+        assert server.tx.publish(ALICE, {SESSION_REVOKED: {}}) == {}
+        r = server.req(
+            "POST",
+            "/ssf/subjects:add",
+            rx,
+            json={"stream_id": sid, "subject": ALICE.to_dict(), "verified": True},
+        )
+        assert r.status_code == 200 and r.content == b""
+        assert list(server.tx.publish(ALICE, {SESSION_REVOKED: {}})) == [sid]
+        tenant = {"format": "complex", "tenant": {"format": "opaque", "id": "T"}}
+        server.req("POST", "/ssf/subjects:add", rx, json={"stream_id": sid, "subject": tenant})
+        in_tenant = Subject.complex(user=BOB.to_dict(), tenant={"format": "opaque", "id": "T"})
+        other = Subject.complex(user=BOB.to_dict(), tenant={"format": "opaque", "id": "U"})
+        assert list(server.tx.publish(in_tenant, {SESSION_REVOKED: {}})) == [sid]
+        assert server.tx.publish(other, {SESSION_REVOKED: {}}) == {}
+        r = server.req(
+            "POST", "/ssf/subjects:remove", rx, json={"stream_id": sid, "subject": ALICE.to_dict()}
+        )
+        assert r.status_code == 204
+        assert server.tx.publish(ALICE, {SESSION_REVOKED: {}}) == {}
+
+
+def test_subjects_all_by_default_minus_removed(server: Server) -> None:
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    sid = s["stream_id"]
+    assert list(server.tx.publish(BOB, {SESSION_REVOKED: {}})) == [sid]
+    server.req("POST", "/ssf/subjects:remove", rx, json={"stream_id": sid, "subject": BOB.to_dict()})
+    assert server.tx.publish(BOB, {SESSION_REVOKED: {}}) == {}
+    assert list(server.tx.publish(ALICE, {SESSION_REVOKED: {}})) == [sid]
+    server.req("POST", "/ssf/subjects:add", rx, json={"stream_id": sid, "subject": BOB.to_dict()})
+    assert list(server.tx.publish(BOB, {SESSION_REVOKED: {}})) == [sid]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/ssf/subjects:add", {"stream_id": "nope", "subject": {"format": "email", "email": "a@b.c"}}, 404),
+        ("/ssf/subjects:add", {"stream_id": "nope", "subject": {"format": "email"}}, 400),
+        ("/ssf/subjects:add", {"stream_id": "nope", "subject": "alice"}, 400),
+        ("/ssf/subjects:add", {"subject": {"format": "email", "email": "a@b.c"}}, 400),
+        (
+            "/ssf/subjects:add",
+            {"stream_id": "x", "subject": {"format": "opaque", "id": "1"}, "verified": "y"},
+            400,
+        ),
+        ("/ssf/subjects:remove", {"stream_id": "nope", "subject": {"format": "opaque", "id": "1"}}, 404),
+        ("/ssf/verify", {"stream_id": "nope"}, 404),
+        ("/ssf/verify", {"state": "x"}, 400),
+        ("/ssf/verify", {"stream_id": "x", "state": 5}, 400),
+    ],
+)
+def test_subject_and_verify_errors(server: Server, path: str, body: dict[str, Any], status: int) -> None:
+    rx = server.client()
+    assert server.req("POST", path, "bad-token", json=body).status_code == 401
+    r = server.req("POST", path, rx, json=body)
+    assert r.status_code == status and "err" in r.json()
+
+
+def test_verification_poll_carries_state(server: Server) -> None:
+    rx = server.client()
+    s = server.create(rx, {})
+    r = server.req("POST", "/ssf/verify", rx, json={"stream_id": s["stream_id"], "state": "st-1"})
+    assert r.status_code == 204
+    (tok,) = decode_all(server, server.poll(rx, s, maxEvents=10)["sets"])
+    assert tok.event_type == uris.VERIFICATION and tok.event.payload() == {"state": "st-1"}
+    assert tok.sub_id == Subject.opaque(s["stream_id"]) and tok.iss == server.url
+    server.tx.send_verification(s["stream_id"])
+    (tok,) = decode_all(server, server.poll(rx, s, ack=[tok.jti])["sets"])
+    assert tok.event.payload() == {}  # transmitter-initiated: no state
+
+
+def test_verification_push_and_rate_limit(server_factory: ServerFactory, sink: Sink) -> None:
+    with server_factory(min_verification_interval=30) as server:
+        rx = server.client()
+        s = server.create(
+            rx,
+            {
+                "delivery": {
+                    "method": "urn:ietf:rfc:8935",
+                    "endpoint_url": sink.url,
+                    "authorization_header": "Bearer push_token_x",
+                }
+            },
+        )
+        assert s["min_verification_interval"] == 30
+        assert (
+            server.req(
+                "POST", "/ssf/verify", rx, json={"stream_id": s["stream_id"], "state": "abc"}
+            ).status_code
+            == 204
+        )
+        (push,) = sink.wait_for(1)
+        tok = server.verifier().verify(push.body)
+        assert tok.event.payload() == {"state": "abc"}
+        assert push.headers["authorization"] == "Bearer push_token_x"
+        r = server.req("POST", "/ssf/verify", rx, json={"stream_id": s["stream_id"], "state": "again"})
+        assert r.status_code == 429 and 0 < int(r.headers["retry-after"]) <= 30
+
+
+def test_paused_retention_by_count(server_factory: ServerFactory) -> None:
+    with server_factory(paused_max_events=2) as server:
+        rx = server.client()
+        s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+        sid = s["stream_id"]
+        server.req("POST", "/ssf/status", rx, json={"stream_id": sid, "status": "paused"})
+        jtis = [server.tx.publish(ALICE, {SESSION_REVOKED: {}})[sid] for _ in range(4)]
+        server.req("POST", "/ssf/status", rx, json={"stream_id": sid, "status": "enabled"})
+        assert list(server.poll(rx, s)["sets"]) == jtis[2:]  # the newest, still in order
+        wait_until(lambda: server.tx.outbox_counts(sid).get("expired") == 2)
