@@ -30,6 +30,7 @@ def test_startup_created_a_push_stream_and_verified_it(rcv: Running) -> None:
     assert stream["delivery"]["authorization_header"] == rcv.receiver.push_authorization
     # The state the receiver asked for came back in a pushed verification SET and got 202.
     assert fake.verifications and fake.verifications[-1] in rcv.receiver.verified_states
+    rcv.wait(lambda: bool(fake.push_results), "the verification push's answer")
     assert fake.push_results[-1][0] == 202
     # Create body held no transmitter-supplied property; the token asked for both scopes.
     create = next(body for method, _, body in fake.requests if method == "POST")
