@@ -42,7 +42,7 @@ ARRAY_FORMATS: Final = frozenset({"aliases", "ip-addresses"})
 #: Complex-subject members named by SSF §3.3; others are allowed and kept.
 COMPLEX_MEMBERS: Final = ("user", "device", "session", "application", "tenant", "org_unit", "group")
 #: Pre-1.0 format names still sent by live transmitters.
-_LEGACY_FORMATS: Final = {"phone": "phone_number", "issuer_subject_id": "iss_sub"}
+_LEGACY_FORMATS: Final = {"phone": "phone_number", "iss-sub": "iss_sub", "issuer_subject_id": "iss_sub"}
 
 _MAX_DEPTH: Final = 3
 _E164: Final = re.compile(r"^\+[1-9][0-9]{1,14}$")
@@ -173,9 +173,9 @@ def parse_subject(value: object, *, _depth: int = 0, _in_complex: bool = False) 
     """Validate a subject identifier and normalise legacy dialects to the SSF 1.0 form.
 
     Accepted on input only: Google's ``subject_type`` in place of ``format`` (RISC §3),
-    ``phone`` for ``phone_number`` (as format name and as member name), ``issuer_subject_id``
-    for ``iss_sub``, and a complex subject without a ``format`` member (the pre-final
-    drafts). Unknown formats are kept as proprietary (SSF §3.4) provided they are JSON
+    ``phone`` for ``phone_number`` (as format name and as member name), ``iss-sub`` (Google)
+    and ``issuer_subject_id`` for ``iss_sub``, and a complex subject without a ``format``
+    member (the pre-final drafts). Unknown formats are kept as proprietary (SSF §3.4) provided they are JSON
     objects with a string ``format``. Every failure is an :class:`InvalidSubject`.
     """
     if type(value) is Subject:
