@@ -7,6 +7,7 @@ private material.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Iterable, Mapping
@@ -103,6 +104,10 @@ def load_signing_key(
                 raise ValueError("a JWK is a JSON object")
             created = int(obj.pop("created_at", 0))
             retired = obj.pop("retired_at", None)
+            if obj.get("kty") == "oct":
+                raise KeyMaterialError("symmetric keys cannot sign SETs here")
+            if obj.get("kty") == "RSA" and _rsa_bits(obj) < MIN_RSA_BITS:
+                raise KeyMaterialError(f"RSA keys need at least {MIN_RSA_BITS} bits")
             key = jwk.import_key(obj)
             kid = kid or obj.get("kid")
             alg = alg or obj.get("alg")
@@ -123,11 +128,24 @@ def load_signing_key(
     )
 
 
+def _rsa_bits(member: Mapping[str, Any]) -> int:
+    """Size of a JWK's RSA modulus, checked before import (joserfc warns on weak keys)."""
+    n = member.get("n")
+    if not isinstance(n, str):
+        return 0
+    try:
+        return int.from_bytes(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))).bit_length()
+    except ValueError:
+        return 0
+
+
 def _import_pem(data: str | bytes) -> AnyKey:
     """A private PEM key as the joserfc key class of its type (no implicit-type guessing)."""
     pem = data.encode() if isinstance(data, str) else data
     raw = serialization.load_pem_private_key(pem, password=None)
     if isinstance(raw, rsa.RSAPrivateKey):
+        if raw.key_size < MIN_RSA_BITS:
+            raise KeyMaterialError(f"RSA keys need at least {MIN_RSA_BITS} bits")
         return jwk.RSAKey.import_key(pem)
     if isinstance(raw, ec.EllipticCurvePrivateKey):
         return jwk.ECKey.import_key(pem)
@@ -232,6 +250,8 @@ class PublicKeys:
                 raise KeyMaterialError("symmetric keys have no place in a public JWKS")
             if item.get("use", "sig") != "sig":
                 continue
+            if item.get("kty") == "RSA" and _rsa_bits(item) < MIN_RSA_BITS:
+                continue  # too weak to verify SETs (CAEP interop §2.6); never imported
             try:
                 key = jwk.import_key(dict(item))
             except (JoseError, ValueError, TypeError) as exc:
