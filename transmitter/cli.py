@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from ssf.errors import SSFError
-from transmitter.service import Transmitter
+
+if TYPE_CHECKING:
+    from transmitter.service import Transmitter
 
 app = typer.Typer(help="SSF transmitter commands.", no_args_is_help=True)
 client_app = typer.Typer(help="OAuth clients of the built-in token endpoint.", no_args_is_help=True)
@@ -23,6 +26,7 @@ def _root() -> None:
 
 
 def _tx() -> Transmitter:
+    from transmitter.service import Transmitter
     from transmitter.settings import TransmitterSettings
 
     return Transmitter(TransmitterSettings())

@@ -45,7 +45,7 @@ class TransmitterSettings(BaseSettings):
     signing_key_file: Path | None = None
     key_overlap_seconds: int = Field(default=7 * 86400, ge=0)
     #: Rotate automatically every N seconds (APScheduler); None = only `keys rotate`.
-    key_rotation_interval: int | None = Field(default=None, ge=60)
+    key_rotation_interval: int | None = Field(default=None, ge=1)
 
     # OAuth 2.0
     token_lifetime: int = Field(default=3600, ge=1, le=3600)

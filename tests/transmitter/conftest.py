@@ -3,6 +3,7 @@ schema of its own), a push sink that records what it receives, and client helper
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import json
@@ -163,6 +164,7 @@ class Sink:
     pushes: list[Push] = field(default_factory=list)
     script: collections.deque[tuple[int, dict[str, str], bytes]] = field(default_factory=collections.deque)
     default_status: int = 202
+    delay: float = 0.0
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def tokens(self) -> list[str]:
@@ -188,6 +190,8 @@ def sink() -> Iterator[Sink]:
 
     async def endpoint(request: Request) -> Response:
         body = await request.body()
+        if rec.delay:
+            await asyncio.sleep(rec.delay)
         with rec.cond:
             rec.pushes.append(Push(dict(request.headers), body, time.time()))
             status, headers, content = rec.script.popleft() if rec.script else (rec.default_status, {}, b"")

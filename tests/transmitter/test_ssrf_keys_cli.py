@@ -1,0 +1,206 @@
+"""SSRF guard, signing keys and rotation, and the `ssf transmitter` commands."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ssf.keys import KeySet, PublicKeys, generate_signing_key
+from ssf.set import SETVerifier, decode_unverified
+from ssf.subjects import Subject
+from tests.support.services import free_port
+from tests.transmitter.conftest import (
+    SESSION_REVOKED,
+    Server,
+    ServerFactory,
+    make_settings,
+    running,
+    wait_until,
+)
+from transmitter.cli import app as cli_app
+from transmitter.service import Transmitter
+from transmitter.settings import TransmitterSettings, normalize_database_url
+from transmitter.ssrf import SSRFGuard
+
+PUSH = "urn:ietf:rfc:8935"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://example.com/push", "https"),
+        ("https://127.0.0.1/push", "loopback"),
+        ("https://[::1]:8443/push", "loopback"),
+        ("https://10.1.2.3/push", "private"),
+        ("https://192.168.0.7/push", "private"),
+        ("https://169.254.169.254/latest/meta-data", "metadata"),
+        ("https://[fe80::1]/push", "link-local"),
+        ("https://[::ffff:127.0.0.1]/push", "loopback"),
+        ("https://0.0.0.0/push", "address"),
+        ("https://user:pw@example.com/push", "credentials"),
+        ("https://localhost/push", "loopback"),
+        ("not a url", "absolute"),
+    ],
+)
+def test_ssrf_guard_refuses(url: str, problem: str, tmp_path: Path) -> None:
+    guard = SSRFGuard(TransmitterSettings(secret_file=tmp_path / "s"))
+    found = guard.allowed(url)
+    assert found is not None and problem in found
+
+
+def test_ssrf_guard_allows_public_and_operator_allowed(tmp_path: Path) -> None:
+    guard = SSRFGuard(
+        TransmitterSettings(allowed_push_destinations=["127.0.0.1", "10.0.0.0/8", "rx.internal"])
+    )
+    assert guard.allowed("https://127.0.0.1:8443/push") is None
+    assert guard.allowed("https://10.9.9.9/push") is None
+    assert guard.allowed("https://rx.internal/push") is None
+    assert guard.allowed("https://8.8.8.8/push") is None
+    assert guard.allowed("https://192.168.1.1/push") is not None
+    assert SSRFGuard(TransmitterSettings(dev_mode=True)).allowed("http://127.0.0.1/x") is None
+
+
+def test_ssrf_guard_over_http_without_dev_mode(tmp_path: Path, db_config: dict[str, Any]) -> None:
+    port = free_port()
+    settings = make_settings(
+        tmp_path,
+        db_config,
+        port,
+        issuer="https://tx.example",
+        dev_mode=False,
+        allowed_push_destinations=["127.0.0.2"],
+    )
+    with running(settings, port) as srv:
+        info, _ = srv.tx.auth.add_client("rx")
+        tok = srv.tx.auth.issue_token(info, None)["access_token"]
+
+        def create(url: str) -> Any:
+            return srv.http.post(
+                f"http://127.0.0.1:{port}/ssf/streams",
+                headers={"Authorization": f"Bearer {tok}"},
+                json={"delivery": {"method": PUSH, "endpoint_url": url}},
+            )
+
+        r = create("https://127.0.0.1:9/push")
+        assert r.status_code == 400 and "loopback" in r.json()["description"]
+        assert create("http://127.0.0.2:9/push").status_code == 400  # https even when allowed
+        assert create("https://169.254.169.254/").status_code == 400
+        assert create("https://127.0.0.2:9/push").status_code == 201
+
+
+def test_first_start_generates_rs256_key_encrypted_at_rest(tmp_path: Path) -> None:
+    tx = Transmitter(
+        TransmitterSettings(database_url=f"sqlite:///{tmp_path / 'a.db'}", secret_file=tmp_path / "s")
+    )
+    key = tx.keys.active
+    assert key.alg == "RS256" and key.key.raw_value.key_size >= 2048  # type: ignore[union-attr]
+    raw = (tmp_path / "a.db").read_bytes()
+    assert key.private_jwk()["d"].encode() not in raw
+    tx.close()
+    again = Transmitter(
+        TransmitterSettings(database_url=f"sqlite:///{tmp_path / 'a.db'}", secret_file=tmp_path / "s")
+    )
+    assert again.keys.active.kid == key.kid  # stored, not regenerated
+    again.close()
+
+
+def test_signing_key_file_is_imported(tmp_path: Path) -> None:
+    key = generate_signing_key("ES256", kid="op-key")
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(KeySet([key]).private_jwks()))
+    tx = Transmitter(
+        TransmitterSettings(
+            database_url=f"sqlite:///{tmp_path / 'b.db'}", secret_file=tmp_path / "s", signing_key_file=path
+        )
+    )
+    assert tx.keys.active.kid == "op-key"
+    tx.close()
+
+
+def test_rotation_keeps_old_key_for_overlap(server: Server) -> None:
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    old_kid = server.tx.keys.active.kid
+    server.tx.publish(Subject.email("a@example.com"), {SESSION_REVOKED: {}})
+    new = server.tx.keys.rotate()
+    server.tx.publish(Subject.email("a@example.com"), {SESSION_REVOKED: {}})
+    jwks = server.http.get(server.url + "/jwks.json").json()
+    assert {k["kid"] for k in jwks["keys"]} == {old_kid, new.kid}
+    sets = list(server.poll(rx, s)["sets"].values())
+    assert [decode_unverified(t)[0]["kid"] for t in sets] == [old_kid, new.kid]
+    verifier = SETVerifier(issuer=server.url, keys=PublicKeys.from_jwks(jwks))
+    assert all(verifier.verify(t) for t in sets)  # SETs in flight keep verifying
+    server.tx.settings.key_overlap_seconds = 0
+    assert server.tx.keys.prune() == [old_kid]
+    assert [k["kid"] for k in server.http.get(server.url + "/jwks.json").json()["keys"]] == [new.kid]
+
+
+def test_scheduled_rotation(server_factory: ServerFactory) -> None:
+    with server_factory(key_rotation_interval=1) as server:
+        first = server.tx.keys.active.kid
+        wait_until(lambda: server.tx.keys.active.kid != first, timeout=10)
+        kids = {k["kid"] for k in server.http.get(server.url + "/jwks.json").json()["keys"]}
+        assert first in kids and len(kids) >= 2
+
+
+def test_cli_clients_tokens_publish_and_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSF_TRANSMITTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("SSF_TRANSMITTER_SECRET_FILE", str(tmp_path / "secret"))
+    monkeypatch.setenv("SSF_TRANSMITTER_SIGNING_ALG", "ES256")
+    monkeypatch.setenv("SSF_TRANSMITTER_ISSUER", "https://tx.example")
+    runner = CliRunner()
+    out = runner.invoke(cli_app, ["client", "add", "rx1"])
+    assert out.exit_code == 0, out.output
+    assert (
+        "client_id=" in out.output
+        and "client_secret=" in out.output
+        and "scope=ssf.read ssf.manage" in out.output
+    )
+    pub = runner.invoke(cli_app, ["client", "add", "idp", "--publisher", "--scope", "ssf.read"])
+    assert "ssf.publish" in pub.output
+    assert runner.invoke(cli_app, ["client", "add", "rx1"]).exit_code == 2  # duplicate name
+    token = runner.invoke(cli_app, ["client", "token", "rx1"]).output.strip()
+    tx = Transmitter(TransmitterSettings())
+    principal = tx.auth.verify(f"Bearer {token}", "ssf.manage")
+    from ssf.stream import StreamRequest
+
+    stream = tx.create_stream(principal, StreamRequest(events_requested=[SESSION_REVOKED]))
+    res = runner.invoke(
+        cli_app,
+        [
+            "publish",
+            SESSION_REVOKED,
+            "--subject",
+            '{"format":"email","email":"a@b.example"}',
+            "--payload",
+            '{"initiating_entity":"admin"}',
+            "--txn",
+            "t1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert list(json.loads(res.output)["jti"]) == [stream["stream_id"]]
+    bad = runner.invoke(cli_app, ["publish", SESSION_REVOKED, "--subject", '{"format":"email"}'])
+    assert bad.exit_code == 2
+    before = tx.keys.active.kid
+    assert runner.invoke(cli_app, ["keys", "rotate"]).exit_code == 0
+    listing = runner.invoke(cli_app, ["keys", "list"]).output
+    assert before in listing and "retired_at=" in listing and "active" in listing
+    tx.keys.reload()
+    assert tx.keys.active.kid != before
+    tx.close()
+    time.sleep(0)
+
+
+def test_database_url_normalisation() -> None:
+    assert normalize_database_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert TransmitterSettings(database_url="postgresql://h/db").database_url.startswith(
+        "postgresql+psycopg://"
+    )
+    assert TransmitterSettings().database_url == "sqlite:///ssf-transmitter.db"
