@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
-
 from ssf import uris
 from ssf.subjects import Subject
 from tests.transmitter.conftest import SESSION_REVOKED, Server, ServerFactory, Sink, wait_until
@@ -59,18 +57,18 @@ def test_disabled_keeps_nothing(server: Server) -> None:
     assert server.tx.outbox_counts(sid) == {"expired": 1}
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"status": "paused"},
-        {"stream_id": "x", "status": "sleeping"},
-        {"stream_id": 1, "status": "paused"},
-        {"stream_id": "x", "status": "paused", "extra": 1},
-    ],
-)
-def test_bad_status_updates_are_400(server: Server, body: dict[str, Any]) -> None:
+BAD_STATUS_UPDATES_ARE_400_CASES: list[Any] = [
+    {"status": "paused"},
+    {"stream_id": "x", "status": "sleeping"},
+    {"stream_id": 1, "status": "paused"},
+    {"stream_id": "x", "status": "paused", "extra": 1},
+]
+
+
+def test_bad_status_updates_are_400(server: Server) -> None:
     rx = server.client()
-    assert server.req("POST", "/ssf/status", rx, json=body).status_code == 400
+    for body in BAD_STATUS_UPDATES_ARE_400_CASES:
+        assert server.req("POST", "/ssf/status", rx, json=body).status_code == 400, body
 
 
 def test_status_query_and_body_must_agree(server: Server) -> None:
@@ -159,29 +157,29 @@ def test_subjects_all_by_default_minus_removed(server: Server) -> None:
     assert list(server.tx.publish(BOB, {SESSION_REVOKED: {}})) == [sid]
 
 
-@pytest.mark.parametrize(
-    ("path", "body", "status"),
-    [
-        ("/ssf/subjects:add", {"stream_id": "nope", "subject": {"format": "email", "email": "a@b.c"}}, 404),
-        ("/ssf/subjects:add", {"stream_id": "nope", "subject": {"format": "email"}}, 400),
-        ("/ssf/subjects:add", {"stream_id": "nope", "subject": "alice"}, 400),
-        ("/ssf/subjects:add", {"subject": {"format": "email", "email": "a@b.c"}}, 400),
-        (
-            "/ssf/subjects:add",
-            {"stream_id": "x", "subject": {"format": "opaque", "id": "1"}, "verified": "y"},
-            400,
-        ),
-        ("/ssf/subjects:remove", {"stream_id": "nope", "subject": {"format": "opaque", "id": "1"}}, 404),
-        ("/ssf/verify", {"stream_id": "nope"}, 404),
-        ("/ssf/verify", {"state": "x"}, 400),
-        ("/ssf/verify", {"stream_id": "x", "state": 5}, 400),
-    ],
-)
-def test_subject_and_verify_errors(server: Server, path: str, body: dict[str, Any], status: int) -> None:
+SUBJECT_AND_VERIFY_ERRORS_CASES: list[Any] = [
+    ("/ssf/subjects:add", {"stream_id": "nope", "subject": {"format": "email", "email": "a@b.c"}}, 404),
+    ("/ssf/subjects:add", {"stream_id": "nope", "subject": {"format": "email"}}, 400),
+    ("/ssf/subjects:add", {"stream_id": "nope", "subject": "alice"}, 400),
+    ("/ssf/subjects:add", {"subject": {"format": "email", "email": "a@b.c"}}, 400),
+    (
+        "/ssf/subjects:add",
+        {"stream_id": "x", "subject": {"format": "opaque", "id": "1"}, "verified": "y"},
+        400,
+    ),
+    ("/ssf/subjects:remove", {"stream_id": "nope", "subject": {"format": "opaque", "id": "1"}}, 404),
+    ("/ssf/verify", {"stream_id": "nope"}, 404),
+    ("/ssf/verify", {"state": "x"}, 400),
+    ("/ssf/verify", {"stream_id": "x", "state": 5}, 400),
+]
+
+
+def test_subject_and_verify_errors(server: Server) -> None:
     rx = server.client()
-    assert server.req("POST", path, "bad-token", json=body).status_code == 401
-    r = server.req("POST", path, rx, json=body)
-    assert r.status_code == status and "err" in r.json()
+    for path, body, status in SUBJECT_AND_VERIFY_ERRORS_CASES:
+        assert server.req("POST", path, "bad-token", json=body).status_code == 401
+        r = server.req("POST", path, rx, json=body)
+        assert r.status_code == status and "err" in r.json(), (path, body)
 
 
 def test_verification_poll_carries_state(server: Server) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from tests.transmitter.conftest import CREDENTIAL_CHANGE, SESSION_REVOKED, Server, ServerFactory
@@ -155,35 +154,35 @@ def test_error_ordering_401_before_400_before_404(server: Server) -> None:
     assert server.req("POST", "/ssf/status", tok, json={**ghost, "status": "paused"}).status_code == 404
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        [],
-        "x",
-        {"events_requested": "not-a-list"},
-        {"description": 5},
-        {"delivery": {"method": "urn:example:carrier-pigeon"}},
-        {"delivery": {"method": PUSH}},
-        {"delivery": "push"},
-        {"stream_id": "mine"},
-        {"aud": "x"},
-        {"unknown_member": 1},
-        {"delivery": {"method": POLL, "authorization_header": "Bearer x"}},
-        {"delivery": {"method": PUSH, "endpoint_url": "ftp://example.com/x"}},
-        {
-            "delivery": {
-                "method": PUSH,
-                "endpoint_url": "https://example.com/x",
-                "authorization_header": "a\r\nb",
-            }
-        },
-    ],
-)
-def test_malformed_create_bodies_are_400(server: Server, body: Any) -> None:
+MALFORMED_CREATE_BODIES_ARE_400_CASES: list[Any] = [
+    [],
+    "x",
+    {"events_requested": "not-a-list"},
+    {"description": 5},
+    {"delivery": {"method": "urn:example:carrier-pigeon"}},
+    {"delivery": {"method": PUSH}},
+    {"delivery": "push"},
+    {"stream_id": "mine"},
+    {"aud": "x"},
+    {"unknown_member": 1},
+    {"delivery": {"method": POLL, "authorization_header": "Bearer x"}},
+    {"delivery": {"method": PUSH, "endpoint_url": "ftp://example.com/x"}},
+    {
+        "delivery": {
+            "method": PUSH,
+            "endpoint_url": "https://example.com/x",
+            "authorization_header": "a\r\nb",
+        }
+    },
+]
+
+
+def test_malformed_create_bodies_are_400(server: Server) -> None:
     tok = server.client()
-    r = server.req("POST", "/ssf/streams", tok, json=body)
-    assert r.status_code == 400, r.text
-    assert r.json()["err"] == "invalid_request" and r.json()["description"]
+    for body in MALFORMED_CREATE_BODIES_ARE_400_CASES:
+        r = server.req("POST", "/ssf/streams", tok, json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["err"] == "invalid_request" and r.json()["description"]
 
 
 def test_oversized_body_is_413(server: Server) -> None:
