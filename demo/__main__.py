@@ -1,34 +1,25 @@
-"""Placeholder demo until the full continuous-authorization demo lands: a SET end to end."""
+"""``python -m demo`` (``make demo``): continuous authorization end to end, in one command."""
 
 from __future__ import annotations
 
-from rich.console import Console
+import argparse
 
-from ssf.events import SessionRevoked
-from ssf.keys import KeySet, PublicKeys, generate_signing_key
-from ssf.set import SecurityEventToken, SETVerifier, sign_set
-from ssf.subjects import Subject
+from demo.run import main
 
-
-def main() -> int:
-    console = Console()
-    key = generate_signing_key("RS256", kid="demo-1")
-    token = SecurityEventToken.create(
-        iss="https://idp.example",
-        aud="https://api.example",
-        sub_id=Subject.email("ada@example.com"),
-        event=SessionRevoked(initiating_entity="policy", reason_admin={"en": "demo"}),
-    )
-    compact = sign_set(token, key)
-    console.print(f"signed SET ({len(compact)} bytes): {compact[:60]}…")
-    verifier = SETVerifier(
-        issuer="https://idp.example",
-        audience="https://api.example",
-        keys=PublicKeys.from_key_set(KeySet([key])),
-    )
-    decoded = verifier.verify(compact)
-    console.print(f"verified: {decoded.event_type} for {decoded.sub_id.to_dict()}")
-    return 0
-
-
-raise SystemExit(main())
+parser = argparse.ArgumentParser(
+    prog="python -m demo",
+    description="Start an identity provider, an SSF transmitter and an API protected by an SSF "
+    "receiver, then show tokens being refused the moment the identity provider signals a change.",
+)
+parser.add_argument(
+    "--delivery",
+    choices=("both", "push", "poll"),
+    default="both",
+    help="Which SSF delivery method(s) the API receivers use (default: both, one API each).",
+)
+parser.add_argument(
+    "--serve", action="store_true", help="Keep the services running afterwards, with their URLs printed."
+)
+args = parser.parse_args()
+deliveries = ("push", "poll") if args.delivery == "both" else (args.delivery,)
+raise SystemExit(main(deliveries, serve=args.serve))

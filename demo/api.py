@@ -41,7 +41,7 @@ class Answer:
 @dataclass(frozen=True, slots=True)
 class Refusal:
     answer: Answer
-    #: Seconds from ``since`` to the refusing answer.
+    #: Seconds from ``since`` (wall clock, ``time.time()``) to the answer that showed the change.
     after: float
     #: Requests still allowed before it.
     allowed_before: int
@@ -68,12 +68,15 @@ async def wait_until(
     timeout: float,
     pause: float = 0.001,
 ) -> Refusal | None:
-    """Call ``url`` until the answer is (``allowed``) or is not (``not allowed``) a 200; None on timeout."""
+    """Call ``url`` until the answer is (``allowed``) or is not (``not allowed``) a 200; None on timeout.
+
+    ``since`` is a ``time.time()`` value: the moment the change was made durable.
+    """
     count = 0
     deadline = since + timeout
     while True:
         answer = await call(http, url, token)
-        now = time.perf_counter()
+        now = time.time()  # wall clock: ``since`` may come from another process on this machine
         if (answer.kind == ALLOWED) == allowed:
             return Refusal(answer, now - since, count)
         count += 1

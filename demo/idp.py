@@ -407,7 +407,11 @@ class DemoIdP:
     @staticmethod
     async def _published(change: Coroutine[Any, Any, PublishResult]) -> dict[str, Any]:
         result = await change
-        return {"jti": result.jti, "publish_ms": round(result.duration * 1000, 2)}
+        return {
+            "jti": result.jti,
+            "publish_ms": round(result.duration * 1000, 2),
+            "published_at": result.returned_at,
+        }
 
 
 Handler = Callable[[Request, dict[str, Any]], Awaitable[dict[str, Any]]]

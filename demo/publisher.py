@@ -35,6 +35,8 @@ class PublishResult:
     txn: str | None
     #: Seconds the publish call took, from request to the durable answer.
     duration: float
+    #: Wall-clock time (``time.time()``) at which the transmitter's answer arrived.
+    returned_at: float
 
 
 class TransmitterPublisher:
@@ -86,13 +88,14 @@ class TransmitterPublisher:
             except httpx.HTTPError as exc:
                 raise PublishError(f"transmitter unreachable: {exc!r}") from exc
             duration = time.perf_counter() - started
+            returned_at = time.time()
         if resp.status_code not in (200, 201, 202):
             raise PublishError(f"publish refused: HTTP {resp.status_code} {resp.text[:300]}")
         data = resp.json()
         jti = data.get("jti") if isinstance(data, dict) else None
         if not isinstance(jti, dict):
             raise PublishError(f"publish answer has no jti map: {resp.text[:300]}")
-        return PublishResult({str(k): str(v) for k, v in jti.items()}, txn, duration)
+        return PublishResult({str(k): str(v) for k, v in jti.items()}, txn, duration, returned_at)
 
     def _session(self) -> _Session:
         return _Session(self.client, self._timeout)

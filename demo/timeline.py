@@ -13,20 +13,21 @@ from rich.table import Table
 
 __all__ = ["INTRO", "Outcome", "Timeline"]
 
-INTRO: Final = """\
-An API usually checks an OAuth access token [bold]once[/]: the signature is good and it has not
-expired, so the request is let in, and so is every request with that token until it expires
-(here: in 60 minutes). If the user's session is ended, their laptop falls out of compliance or
-their sign-in is no longer strong enough, the API does not know. The token is still valid.
-
-[bold]Continuous authorization[/] closes that gap. With the OpenID Shared Signals Framework (SSF),
-the identity provider publishes each such change as a signed Security Event Token (SET,
-with CAEP event types) through an [bold]SSF transmitter[/]; every API subscribed to it runs an
-[bold]SSF receiver[/] that gets the SET (pushed to it, or fetched by polling), validates it and
-applies it at once, so the [bold]very next request[/] with the stale token is refused.
-
-Below, real services talk over real HTTP on this machine. Watch each token go from
-[green]allowed[/] to [red]refused[/] while it is still cryptographically valid and unexpired."""
+INTRO: Final = " ".join(
+    (
+        "An API usually checks an OAuth access token [bold]once[/]: the signature is good and it has not",
+        "expired, so the request is let in, and so is every request with that token until it expires",
+        "(here: in 60 minutes). If the user's session is ended, their laptop falls out of compliance or",
+        "their sign-in is no longer strong enough, the API does not know: the token is still valid.\n\n",
+        "[bold]Continuous authorization[/] closes that gap. With the OpenID Shared Signals Framework (SSF),",
+        "the identity provider publishes each such change as a signed Security Event Token (SET, with",
+        "CAEP event types) through an [bold]SSF transmitter[/]; every API subscribed to it runs an",
+        "[bold]SSF receiver[/] that gets the SET (pushed to it, or fetched by polling), validates it and",
+        "applies it at once, so the [bold]very next request[/] with the stale token is refused.\n\n",
+        "Below, real services talk over real HTTP on this machine. Watch each token go from",
+        "[green]allowed[/] to [red]refused[/] while it is still correctly signed and unexpired.",
+    )
+).replace("\n\n ", "\n\n")
 
 ACTOR_STYLE: Final = {
     "IdP": "bold magenta",
@@ -44,11 +45,13 @@ class Outcome:
     api: str
     expected: str
     got: str
-    #: Milliseconds from the publish call returning to the first refused request.
+    #: Milliseconds from the identity provider's publish call returning (the event is durable at
+    #: the transmitter) to the first API answer that shows it (delivery, validation, one API call).
     latency_ms: float | None
-    #: Requests the API still allowed while the SET was in flight.
+    #: Requests the API still answered the old way while the SET was in flight.
     allowed_in_flight: int
-    detail: str = ""
+    #: Milliseconds the publish call took (identity provider → transmitter, durable).
+    publish_ms: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -68,9 +71,15 @@ class Timeline:
     def log(self, actor: str, text: str) -> None:
         """One timeline line: ``+seconds  actor  what happened`` (``text`` is rich markup)."""
         style = ACTOR_STYLE.get(actor, "bold cyan")
-        stamp = f"+{self.elapsed():7.3f}s"
+        stamp = f"+{self.elapsed():.3f}s"
         self.lines.append(f"{stamp} {actor}: {text}")
-        self.console.print(f"[dim]{stamp}[/]  [{style}]{escape(actor):<13}[/] {text}", highlight=False)
+        # A grid keeps wrapped text under its own column, so the time and actor stay readable.
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=8, justify="right", style="dim", no_wrap=True)
+        grid.add_column(width=11, style=style, no_wrap=True)
+        grid.add_column(ratio=1)
+        grid.add_row(stamp, escape(actor), text)
+        self.console.print(grid, highlight=False)
 
     def section(self, title: str, explanation: str) -> None:
         self.console.print()
@@ -81,11 +90,35 @@ class Timeline:
         self.console.print(Panel(INTRO, title="[bold]Continuous authorization with SSF", expand=False))
 
     def summary(self) -> Table:
-        table = Table(title="What happened (time from the publish call returning to the first refusal)")
-        for col in ("change at the identity provider", "CAEP event", "API", "expected", "got", "time"):
-            table.add_column(col, justify="right" if col == "time" else "left")
+        table = Table(
+            title="[bold]What happened[/]",
+            caption="publish: the identity provider's call to the transmitter's publish API, which "
+            "returns once the event is durable. then → answer: from that moment to the first API "
+            "answer that reflects the change (delivery by push or poll, SET validation, one API call).",
+            caption_justify="left",
+        )
+        table.add_column("change at the identity provider (CAEP event)")
+        table.add_column("API")
+        table.add_column("the API now answers")
+        table.add_column("publish", justify="right")
+        table.add_column("then → answer", justify="right")
         for o in self.outcomes:
             took = f"{o.latency_ms:.1f} ms" if o.latency_ms is not None else "-"
-            style = "green" if o.ok else "red"
-            table.add_row(o.scenario, o.event, o.api, o.expected, f"[{style}]{escape(o.got)}[/]", took)
+            pub = f"{o.publish_ms:.1f} ms" if o.publish_ms is not None else "-"
+            mark = "[green]✓[/]" if o.ok else f"[red]✗ expected {escape(_label(o.expected))}[/]"
+            table.add_row(
+                f"{escape(o.scenario)} ({escape(o.event)})",
+                escape(o.api),
+                f"{escape(_label(o.got))} {mark}",
+                pub,
+                took,
+            )
         return table
+
+
+def _label(kind: str) -> str:
+    return {
+        "allowed": "200 allowed",
+        "invalid_token": "401 invalid_token",
+        "insufficient_user_authentication": "401 step-up",
+    }.get(kind, kind)

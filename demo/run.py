@@ -1,0 +1,366 @@
+"""The demo's story: three changes at the identity provider, each refused at the API at once.
+
+For every change the demo signs a user in (a fresh access token), shows the API allowing it,
+makes the change at the identity provider (which publishes a CAEP event through the SSF
+transmitter), then calls the API again and again until it refuses, and records how long that
+took. Nothing is simulated: a refusal that does not come within the timeout is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+from rich.console import Console
+from rich.markup import escape
+
+from demo.api import ALLOWED, INVALID_TOKEN, STEP_UP, call, wait_until
+from demo.stack import API_AUDIENCE, LONG_POLL_SECONDS, REQUIRED_ACR, Api, Stack
+from demo.timeline import Outcome, Timeline
+from ssf.events import AssuranceLevelChange, DeviceComplianceChange, SessionRevoked
+
+__all__ = ["DemoFailed", "main"]
+
+USER: Final = "ada"
+#: How long an API may take to refuse after the change before the demo calls it a failure.
+REFUSAL_TIMEOUT: Final = 10.0
+log = logging.getLogger("demo")
+
+
+class DemoFailed(RuntimeError):
+    """Something the demo relies on did not happen; the message says what."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    title: str
+    #: Short labels for the results table: the change, and its undoing.
+    label: str
+    explanation: str
+    event_type: str
+    device_id: str
+    acr: str
+    #: What the identity provider does, as told on the timeline.
+    action: str
+    expected: str
+    #: The identity provider's admin route and body that make the change.
+    route: Callable[[str], tuple[str, dict[str, Any]]]
+    #: How the change is undone, and the expected answer afterwards (None: not undone).
+    undo: tuple[str, Callable[[str], tuple[str, dict[str, Any]]]] | None = None
+
+
+def _name(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1]
+
+
+SCENARIOS: Final = (
+    Scenario(
+        "1. The user's session is ended",
+        "session ended",
+        "Ada signs in on her laptop. Later an administrator ends that session at the identity "
+        "provider. Her access token still has almost an hour to live.",
+        SessionRevoked.event_type,
+        "laptop-1",
+        "nist-aal2",
+        "an administrator ends Ada's session {sid}",
+        INVALID_TOKEN,
+        lambda sid: (f"/admin/sessions/{sid}/end", {}),
+    ),
+    Scenario(
+        "2. The device falls out of compliance",
+        "device not compliant|device compliant again",
+        "Ada signs in on a second laptop. Device management then reports that its disk "
+        "encryption was turned off: the device is no longer compliant.",
+        DeviceComplianceChange.event_type,
+        "laptop-2",
+        "nist-aal2",
+        "device management reports laptop-2 not-compliant",
+        INVALID_TOKEN,
+        lambda _: ("/admin/devices/laptop-2/compliance", {"username": USER, "status": "not-compliant"}),
+        (
+            "device management reports laptop-2 compliant again",
+            lambda _: ("/admin/devices/laptop-2/compliance", {"username": USER, "status": "compliant"}),
+        ),
+    ),
+    Scenario(
+        "3. The user's assurance level drops",
+        "assurance lowered|assurance restored",
+        f"The API requires assurance level {REQUIRED_ACR} (e.g. password and security key). Ada "
+        "signs in at that level; then her security key is removed from her account, so the "
+        "identity provider lowers her level to nist-aal1. The API now asks her to step up (RFC 9470).",
+        AssuranceLevelChange.event_type,
+        "laptop-3",
+        "nist-aal2",
+        "Ada's security key is removed: assurance nist-aal2 → nist-aal1",
+        STEP_UP,
+        lambda _: (f"/admin/users/{USER}/assurance", {"level": "nist-aal1"}),
+        (
+            "Ada steps up with a new security key: assurance back to nist-aal2",
+            lambda _: (f"/admin/users/{USER}/assurance", {"level": "nist-aal2"}),
+        ),
+    ),
+)
+
+
+class Demo:
+    def __init__(self, console: Console, stack: Stack, *, refusal_timeout: float = REFUSAL_TIMEOUT) -> None:
+        self.console = console
+        self.stack = stack
+        self.timeline = Timeline(console)
+        self.refusal_timeout = refusal_timeout
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        t, s = self.timeline, self.stack
+        t.section(
+            "Setting up",
+            "Real services on their own loopback ports, talking HTTP; state lives in SQLite files "
+            "in a temporary directory.",
+        )
+        made = s.register_clients()
+        for name, (client_id, scopes) in made.items():
+            t.log(
+                "transmitter",
+                f"registered OAuth client [bold]{name}[/] ({client_id}, scopes {' '.join(scopes)}), "
+                f"as [dim]ssf transmitter client add {name}[/] does",
+            )
+        tx, idp = s.start_transmitter_and_idp()
+        t.log("transmitter", f"SSF transmitter running at {tx.url} (SQLite, signing key generated)")
+        t.log(
+            "IdP",
+            f"identity provider running at {idp.url}: signs users' access tokens (RFC 9068) for "
+            f"{API_AUDIENCE}, publishes changes to the transmitter as client demo-idp",
+        )
+        health = s.start_apis()
+        for api in s.apis:
+            stream = s.fetch_stream(api)
+            delivery = stream.get("delivery")
+            endpoint = delivery.get("endpoint_url") if isinstance(delivery, dict) else None
+            t.log(
+                api.name,
+                f"API running at {api.url}; on start its SSF receiver created stream "
+                f"[bold]{stream['stream_id']}[/] ({api.delivery}: {endpoint}), "
+                f"status {stream.get('status')}, "
+                f"and the transmitter's verification SET came back with the right state: "
+                f"verified={health[api.name]['verified']}",
+            )
+
+    # -- the story ---------------------------------------------------------------------------
+
+    async def play(self) -> None:
+        async with httpx.AsyncClient(timeout=LONG_POLL_SECONDS + 10) as http:
+            for scenario in SCENARIOS:
+                await self._scenario(http, scenario)
+
+    async def _scenario(self, http: httpx.AsyncClient, sc: Scenario) -> None:
+        t, idp_url = self.timeline, self.stack.idp_url
+        t.section(sc.title, sc.explanation)
+        login = await http.post(
+            f"{idp_url}/login", json={"username": USER, "device_id": sc.device_id, "acr": sc.acr}
+        )
+        if login.status_code != 200:
+            raise DemoFailed(f"sign-in at the identity provider failed: {login.status_code} {login.text}")
+        token, sid = login.json()["access_token"], login.json()["sid"]
+        t.log("IdP", f"Ada signs in on {sc.device_id} at {sc.acr}: session {sid}, access token valid 60 min")
+        for api in self.stack.apis:
+            answer = await call(http, api.protected_url, token)
+            t.log(api.name, f"GET /protected/whoami with Ada's token → [green]{escape(answer.describe())}[/]")
+            if answer.kind != ALLOWED:
+                raise DemoFailed(f"{api.name} refused a fresh token before any change: {answer.describe()}")
+
+        labels = sc.label.split("|")
+        path, body = sc.route(sid)
+        await self._change(http, sc, labels[0], sc.action.format(sid=sid), path, body, token, sc.expected)
+        if sc.undo is not None:
+            text, route = sc.undo
+            path, body = route(sid)
+            await self._change(http, sc, labels[-1], text, path, body, token, ALLOWED)
+
+    async def _change(
+        self,
+        http: httpx.AsyncClient,
+        sc: Scenario,
+        label: str,
+        text: str,
+        path: str,
+        body: dict[str, Any],
+        token: str,
+        expected: str,
+    ) -> None:
+        t = self.timeline
+        resp = await http.post(f"{self.stack.idp_url}{path}", json=body)
+        if resp.status_code != 200:
+            raise DemoFailed(f"the identity provider could not publish: {resp.status_code} {resp.text}")
+        published = resp.json()
+        if published["jti"]:
+            streams = ", ".join(f"{sid} (jti {jti[:10]}…)" for sid, jti in published["jti"].items())
+            routed = f"one SET signed for each stream: {streams}"
+        else:
+            routed = "[red]no stream asked for this event, so no SET was made[/]"
+        t.log(
+            "IdP",
+            f"{text} → publishes CAEP [bold]{_name(sc.event_type)}[/]; the transmitter made it durable "
+            f"in {published['publish_ms']:.1f} ms, {routed}",
+        )
+        waits: list[Awaitable[Any]] = [
+            wait_until(
+                http,
+                api.protected_url,
+                token,
+                since=float(published["published_at"]),
+                allowed=expected == ALLOWED,
+                timeout=self.refusal_timeout,
+            )
+            for api in self.stack.apis
+        ]
+        publish_ms = float(published["publish_ms"])
+        for api, result in zip(self.stack.apis, await asyncio.gather(*waits), strict=True):
+            self._record(sc, api, label, expected, result, publish_ms)
+
+    def _record(
+        self, sc: Scenario, api: Api, label: str, expected: str, result: Any, publish_ms: float
+    ) -> None:
+        t = self.timeline
+        event = _name(sc.event_type)
+        if result is None:
+            what = "still allowed" if expected != ALLOWED else "still refused"
+            t.log(api.name, f"[red bold]{what} after {self.refusal_timeout:g} s: expected {expected}[/]")
+            t.outcomes.append(Outcome(label, event, api.name, expected, what, None, 0, publish_ms))
+            return
+        answer = result.answer
+        ms = result.after * 1000
+        colour = "green" if answer.kind == ALLOWED else "red"
+        verdict = "allowed again" if answer.kind == ALLOWED else "refused"
+        extra = ""
+        if answer.kind == STEP_UP:
+            extra = f": step up to acr {answer.challenge.get('acr_values', '?')}"
+        elif answer.kind == INVALID_TOKEN:
+            extra = ": the token is dead, though unexpired and correctly signed"
+        in_flight = (
+            f"; {result.allowed_before} request(s) got through meanwhile" if result.allowed_before else ""
+        )
+        t.log(
+            api.name,
+            f"GET /protected/whoami → [{colour} bold]{escape(answer.describe())}[/] — {verdict} "
+            f"[bold]{ms:.1f} ms[/] after the publish call returned{in_flight}{extra}",
+        )
+        t.outcomes.append(
+            Outcome(label, event, api.name, expected, answer.kind, ms, result.allowed_before, publish_ms)
+        )
+
+
+def _conclusion(console: Console, timeline: Timeline) -> bool:
+    console.print()
+    console.print(timeline.summary())
+    failed = [o for o in timeline.outcomes if not o.ok]
+    if failed:
+        for o in failed:
+            console.print(f"[red bold]FAILED[/] {o.api}, {o.scenario}: expected {o.expected}, got {o.got}")
+        return False
+    console.print(
+        "\n[bold]That is continuous authorization.[/] Every token above was correctly signed and had "
+        "almost an hour to live, so a classic API would have kept accepting it. Here the identity "
+        "provider's signal reached each API within milliseconds, by push and by poll, and the very "
+        "next request was judged against the new truth: refused, or asked to step up, and let in "
+        "again once the device or the sign-in was fixed."
+    )
+    return True
+
+
+def _serve_forever(console: Console, stack: Stack) -> None:
+    console.print()
+    console.rule("[bold]Services are running (Ctrl-C to stop)")
+    console.print(f"identity provider  {stack.idp_url}   (POST /login, /admin/…, GET /jwks.json)")
+    console.print(f"SSF transmitter    {stack.transmitter_url}   (/.well-known/ssf-configuration)")
+    for api in stack.apis:
+        console.print(f"{api.name:<18} {api.url}   (GET {api.protected_url})")
+    console.print(f"logs               {stack.workdir}/*.log (removed on exit)")
+    console.print(
+        "\nTry it:\n"
+        f"  TOKEN=$(curl -s -X POST {stack.idp_url}/login -H 'content-type: application/json' "
+        f"""-d '{{"username":"grace","device_id":"tablet-1"}}' | python3 -c 'import json,sys; """
+        """print(json.load(sys.stdin)["access_token"])')\n"""
+        f'  curl -i {stack.apis[0].protected_url} -H "Authorization: Bearer $TOKEN"\n'
+        f"  curl -X POST {stack.idp_url}/admin/users/grace/assurance -H 'content-type: application/json' "
+        """-d '{"level":"nist-aal1"}'""",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print("SERVING", highlight=False)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(
+    deliveries: tuple[str, ...] = ("push", "poll"),
+    *,
+    serve: bool = False,
+    console: Console | None = None,
+    refusal_timeout: float = REFUSAL_TIMEOUT,
+) -> int:
+    """Run the demo; 0 when every expected refusal happened, 1 otherwise."""
+    console = console or Console()
+    with tempfile.TemporaryDirectory(prefix="ssf-demo-") as tmp:
+        workdir = Path(tmp)
+        handler = _log_to(workdir / "demo.log")
+        stack = Stack(workdir, deliveries)
+        demo = Demo(console, stack, refusal_timeout=refusal_timeout)
+        demo.timeline.intro()
+        ok = False
+        try:
+            demo.start()
+            asyncio.run(demo.play())
+            ok = _conclusion(console, demo.timeline)
+            if serve:
+                _serve_forever(console, stack)
+        except DemoFailed as exc:
+            console.print(f"\n[red bold]The demo failed:[/] {escape(str(exc))}")
+        except Exception as exc:
+            log.exception("demo crashed")
+            console.print(f"\n[red bold]The demo failed:[/] {escape(type(exc).__name__)}: {escape(str(exc))}")
+        finally:
+            hung = stack.stop()
+            if hung:
+                console.print(f"[yellow]did not stop cleanly: {', '.join(hung)}[/]")
+            if not ok:
+                _tail_log(console, workdir / "demo.log")
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        console.print("\nAll services stopped." if not hung else "")
+    return 0 if ok and not hung else 1
+
+
+def _log_to(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def _tail_log(console: Console, path: Path, lines: int = 30) -> None:
+    try:
+        text = path.read_text().splitlines()[-lines:]
+    except OSError:
+        return
+    if text:
+        console.print("[dim]last lines of the services' log:[/]")
+        for line in text:
+            console.print(f"[dim]{escape(line)}[/]", highlight=False)
