@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,7 @@ class Poller:
     async def run(self, stop: asyncio.Event) -> None:
         delay = self.base
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 count, more = await self.poll_once()
             except asyncio.CancelledError:
@@ -110,8 +112,11 @@ class Poller:
                 await _sleep(stop, wait)
                 continue
             delay = self.base
-            if not count and not more and self.return_immediately:
-                await _sleep(stop, self.interval)
+            if not count and not more:
+                # Short polls pause between requests; a "long" poll answered empty at once (a
+                # transmitter that does not hold) must not turn into a busy loop either.
+                elapsed = time.monotonic() - started
+                await _sleep(stop, self.interval if self.return_immediately else self.interval - elapsed)
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -99,8 +99,12 @@ def run_receiver(
             running.http.close()
 
 
-@pytest.fixture
-def rcv(fake: FakeTransmitter, tmp_path: Path) -> Iterator[Running]:
-    with run_receiver(fake, tmp_path) as running:
+@pytest.fixture(scope="module")
+def rcv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One receiver (and transmitter) per test module: start-up costs ~0.5 s, tests use
+    distinct subjects and tokens so they do not see each other's events."""
+    port = free_port()
+    fake = FakeTransmitter(port)
+    with serve(fake.app, port=port), run_receiver(fake, tmp_path_factory.mktemp("rcv")) as running:
         running.wait(lambda: bool(running.receiver.verified_states), "start-up verification")
         yield running

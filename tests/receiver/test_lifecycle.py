@@ -1,0 +1,237 @@
+"""Talking to a transmitter: discovery, the management client, reconciliation, out of band."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from receiver.client import (
+    ClientCredentials,
+    StaticToken,
+    TransmitterClient,
+    TransmitterError,
+    retry_after_seconds,
+)
+from receiver.core import Receiver
+from receiver.discovery import DiscoveryError, discover
+from receiver.reconcile import desired_config, reconcile
+from receiver.settings import ReceiverSettings
+from ssf import uris
+from ssf.events import SessionRevoked
+from ssf.subjects import Subject
+from tests.receiver.conftest import receiver_settings, run_receiver
+from tests.receiver.fake import CLIENT_ID, CLIENT_SECRET, FakeTransmitter
+from tests.support.services import free_port
+
+
+async def test_discovery_uses_path_insertion(fake: FakeTransmitter) -> None:
+    async with httpx.AsyncClient() as http:
+        meta = await discover(http, fake.issuer, dev_mode=True)
+    assert meta.issuer == fake.issuer
+    assert meta.jwks_uri == f"{fake.issuer}/jwks"
+
+
+async def test_discovery_falls_back_to_risc_configuration(
+    fake_factory: Callable[..., FakeTransmitter],
+) -> None:
+    fake = fake_factory(legacy_discovery=True)
+    async with httpx.AsyncClient() as http:
+        meta = await discover(http, fake.issuer, dev_mode=True)
+    assert meta.issuer == fake.issuer
+
+
+async def test_discovery_refuses_a_different_issuer(fake_factory: Callable[..., FakeTransmitter]) -> None:
+    fake = fake_factory(issuer_override="https://evil.example/tenant1")
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(DiscoveryError, match="issuer"):
+            await discover(http, fake.issuer, dev_mode=True)
+
+
+async def test_discovery_requires_https_outside_dev_mode(fake: FakeTransmitter) -> None:
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(DiscoveryError, match="https"):
+            await discover(http, fake.issuer, dev_mode=False)
+        with pytest.raises(DiscoveryError):
+            await discover(http, fake.base + "/nope", dev_mode=True)
+
+
+async def _client(fake: FakeTransmitter, http: httpx.AsyncClient) -> TransmitterClient:
+    meta = await discover(http, fake.issuer, dev_mode=True)
+    creds = ClientCredentials(http, f"{fake.issuer}/token", CLIENT_ID, CLIENT_SECRET, "ssf.read ssf.manage")
+    return TransmitterClient(meta, http, creds)
+
+
+async def test_the_whole_management_api(fake: FakeTransmitter) -> None:
+    async with httpx.AsyncClient() as http:
+        client = await _client(fake, http)
+        desired = desired_config(
+            events=[SessionRevoked.event_type],
+            delivery="poll",
+            push_url=None,
+            push_authorization=None,
+            description="t",
+        )
+        cfg = await client.create(desired)
+        sid = cfg.stream_id
+        assert (await client.read(sid)) == cfg
+        assert [c.stream_id for c in await client.list()] == [sid]
+        updated = await client.update(sid, {"description": "changed"})
+        assert updated is not None and updated.description == "changed"
+        replaced = await client.replace(sid, desired)
+        assert replaced is not None and replaced.description == "t"
+        assert (await client.get_status(sid)).status == "enabled"
+        status = await client.set_status(sid, "paused", "maintenance")
+        assert status is not None and status.status == "paused"
+        await client.add_subject(sid, Subject.email("a@example.com"), verified=True)
+        await client.remove_subject(sid, Subject.email("a@example.com"))
+        await client.verify(sid, "st-1")
+        assert fake.verifications == ["st-1"]
+        await client.delete(sid)
+        assert await client.read(sid) is None
+        # Reads/deletes name the stream in the query; no body held a transmitter-supplied property.
+        for method, url, body in fake.requests:
+            if method in ("DELETE",) or (method == "GET" and "stream_id" in url):
+                assert "stream_id=" in url
+            if isinstance(body, dict) and method in ("POST", "PATCH", "PUT"):
+                assert not set(body) & {"iss", "aud", "events_supported", "events_delivered"}
+        assert fake.token_scopes == ["ssf.read ssf.manage"]  # one token, reused
+
+
+async def test_responses_naming_another_issuer_are_refused(fake: FakeTransmitter) -> None:
+    async with httpx.AsyncClient() as http:
+        client = await _client(fake, http)
+        cfg = await client.create({"events_requested": [], "delivery": {"method": uris.POLL}})
+        fake.streams[cfg.stream_id]["iss"] = "https://evil.example"
+        with pytest.raises(TransmitterError, match="iss"):
+            await client.read(cfg.stream_id)
+
+
+async def test_token_is_renewed_before_expiry_and_after_a_401(
+    fake_factory: Callable[..., FakeTransmitter],
+) -> None:
+    fake = fake_factory(token_lifetime=1)
+    async with httpx.AsyncClient() as http:
+        client = await _client(fake, http)
+        await client.list()
+        await client.list()  # lifetime 1 s: renewed before each use
+        assert len(fake.tokens_issued) == 2
+        fake.valid_tokens.clear()  # the transmitter forgets its tokens
+        assert await client.list() == []
+        assert len(fake.tokens_issued) == 3
+
+
+async def test_static_token_and_unauthorized(fake: FakeTransmitter) -> None:
+    async with httpx.AsyncClient() as http:
+        meta = await discover(http, fake.issuer, dev_mode=True)
+        client = TransmitterClient(meta, http, StaticToken("wrong"))
+        with pytest.raises(TransmitterError) as info:
+            await client.list()
+        assert info.value.status == 401
+        fake.valid_tokens.add("static-1")
+        assert await TransmitterClient(meta, http, StaticToken("static-1")).list() == []
+
+
+async def test_reconcile_reuses_the_stream_on_409_and_updates_it(fake: FakeTransmitter) -> None:
+    async with httpx.AsyncClient() as http:
+        client = await _client(fake, http)
+        old = await client.create({"events_requested": ["x"], "delivery": {"method": uris.POLL}})
+        desired = desired_config(
+            events=[SessionRevoked.event_type],
+            delivery="push",
+            push_url="http://127.0.0.1:1/ssf/push",
+            push_authorization="Bearer abc",
+            description=None,
+        )
+        cfg = await reconcile(client, desired)
+        assert cfg.stream_id == old.stream_id
+        assert cfg.delivery.method == uris.PUSH and cfg.delivery.authorization_header == "Bearer abc"
+        assert cfg.events_requested == [SessionRevoked.event_type]
+        n = len(fake.requests)
+        again = await reconcile(client, desired, stream_id=cfg.stream_id)
+        assert again == cfg
+        assert [m for m, _, _ in fake.requests[n:]] == ["GET"]  # nothing to change: one read
+
+
+async def test_reconcile_falls_back_to_put_and_tolerates_405(
+    fake_factory: Callable[..., FakeTransmitter],
+) -> None:
+    fake = fake_factory(patch_status=405)
+    async with httpx.AsyncClient() as http:
+        client = await _client(fake, http)
+        old = await client.create({"events_requested": ["x"], "delivery": {"method": uris.POLL}})
+        desired = desired_config(
+            events=["y"], delivery="poll", push_url=None, push_authorization=None, description=None
+        )
+        cfg = await reconcile(client, desired)
+        assert cfg.stream_id == old.stream_id
+        assert [m for m, _, _ in fake.requests[-2:]] == ["PATCH", "PUT"]
+
+
+def test_retry_after_parsing() -> None:
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("garbage") is None
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_out_of_band_only_discovers_and_accepts(fake: FakeTransmitter, tmp_path: Path) -> None:
+    with run_receiver(fake, tmp_path, out_of_band=True, client_id=None, audience=fake.stream_aud) as rcv:
+        assert rcv.receiver.verifier is not None
+        assert fake.requests == [] and fake.tokens_issued == []  # no management call at all
+        assert rcv.receiver.push_authorization is None
+        resp = rcv.push(fake.sign(Subject.opaque("oob-1"), SessionRevoked()), auth=None)
+        assert resp.status_code == 202
+        assert rcv.receiver.state.cutoffs["o:oob-1"] == float("inf")
+
+
+def test_restart_reuses_the_stored_stream(fake: FakeTransmitter, tmp_path: Path) -> None:
+    port = free_port()
+    with run_receiver(fake, tmp_path, port=port) as rcv:
+        first = rcv.receiver.stream_id
+    with run_receiver(fake, tmp_path, port=port) as rcv:
+        assert rcv.receiver.stream_id == first
+        assert len(fake.streams) == 1
+        assert rcv.http.get("/health").json()["stream_id"] == first
+
+
+async def test_startup_fails_cleanly_without_a_transmitter(tmp_path: Path) -> None:
+    settings = ReceiverSettings(
+        transmitter_issuer=f"http://127.0.0.1:{free_port()}/x",
+        dev_mode=True,
+        push_url="http://x/ssf/push",
+        database_url=f"sqlite:///{tmp_path}/r.db",
+        startup_timeout=0.3,
+        backoff_base=0.05,
+        static_token="t",
+    )
+    receiver = Receiver(settings)
+    with pytest.raises(DiscoveryError):
+        await receiver.start()
+    await receiver.stop()
+    assert receiver.error
+
+
+def test_settings_from_environment(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeTransmitter, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SSF_RECEIVER_TRANSMITTER_ISSUER", fake.issuer + "/")
+    monkeypatch.setenv("SSF_RECEIVER_DELIVERY", "poll")
+    monkeypatch.setenv("SSF_RECEIVER_DATABASE_URL", "postgresql://u@h/db")
+    s = ReceiverSettings()
+    assert s.transmitter_issuer == fake.issuer and s.delivery == "poll"
+    assert s.database_url.startswith("postgresql+psycopg://")
+    assert receiver_settings(fake, tmp_path, 1).dev_mode
+
+
+async def test_jwks_fetch_is_rate_limited(fake: FakeTransmitter) -> None:
+    from receiver.jwks import JWKSCache
+
+    async with httpx.AsyncClient() as http:
+        cache = JWKSCache(f"{fake.issuer}/jwks", http, min_interval=60)
+        await cache.load()
+        results = await asyncio.gather(*(cache.refresh() for _ in range(10)))
+        assert not any(results) and fake.jwks_fetches == 1

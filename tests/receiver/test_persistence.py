@@ -1,0 +1,141 @@
+"""State survives restarts (SQLite) and is shared between instances (Redis pub/sub)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+from pathlib import Path
+
+from receiver.core import Receiver
+from receiver.redis_store import RedisStore
+from receiver.settings import ReceiverSettings
+from receiver.state import CUTOFF, DISABLED, Mutation, RevocationState, TokenSubjects
+from receiver.store import JtiTracker, SQLStore, WriteBatch
+from ssf.events import DeviceComplianceChange, SessionRevoked
+from ssf.events.risc import AccountDisabled
+from ssf.subjects import Subject
+from tests.receiver.conftest import run_receiver
+from tests.receiver.fake import FakeTransmitter
+from tests.support.services import free_port, require_redis
+
+
+def test_restart_keeps_every_revocation_and_the_jti_memory(fake: FakeTransmitter, tmp_path: Path) -> None:
+    port = free_port()
+    user = Subject.iss_sub(fake.base + "/as", "max")
+    now = int(time.time())
+    old_token = fake.mint("max", iat=now - 100, sid="m-2", device_id="dev-9")
+    session_token = fake.mint("nora", sid="n-1")
+    device = Subject.complex(user=user, device=Subject.opaque("dev-9"))
+    sets = [
+        fake.sign(Subject.opaque("n-1"), SessionRevoked(), jti="r-1"),
+        fake.sign(user, SessionRevoked(event_timestamp=now - 50), jti="r-2"),
+        fake.sign(
+            device,
+            DeviceComplianceChange(previous_status="compliant", current_status="not-compliant"),
+            jti="r-3",
+        ),
+        fake.sign(Subject.email("olga@example.com"), AccountDisabled(), jti="r-4"),
+    ]
+    with run_receiver(fake, tmp_path, port=port) as rcv:
+        for s in sets:
+            assert rcv.push(s).status_code == 202
+        assert rcv.whoami(old_token).status_code == 401
+    with run_receiver(fake, tmp_path, port=port) as rcv:
+        assert rcv.whoami(session_token).status_code == 401
+        assert rcv.whoami(old_token).status_code == 401
+        # A newer token from another device is fine (one with no device claim would match the
+        # user + device subject by the SSF §8.1.3.1 wildcard rule, and be refused).
+        assert rcv.whoami(fake.mint("max", sid="m-3", device_id="dev-1")).status_code == 200
+        assert rcv.whoami(fake.mint("max", device_id="dev-9")).status_code == 401  # device still bad
+        assert rcv.whoami(fake.mint("olga", email="olga@example.com")).status_code == 401
+        # The transmitter retries a SET from before the restart: 202, nothing changes.
+        gen = rcv.receiver.state.generation
+        assert rcv.push(sets[0]).status_code == 202
+        assert rcv.receiver.state.generation == gen
+        # A different SET reusing a jti from before the restart is still refused.
+        reuse = fake.sign(Subject.opaque("zz"), SessionRevoked(), jti="r-1")
+        assert rcv.push(reuse).json()["err"] == "invalid_request"
+
+
+async def test_sql_store_group_commits_and_prunes(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path}/s.db")
+    await store.open()
+    state = RevocationState()
+    batches = []
+    for i in range(50):
+        m = Mutation(Subject.opaque(f"s{i}"), CUTOFF, math.inf, 1.0)
+        state.apply(m)
+        batches.append(
+            WriteBatch(
+                jtis=[(f"j{i}", b"d" * 16, 100.0 + i)],
+                mutations=[m],
+                snapshots={m.subject.key: [x.to_json() for x in state.export(m.subject)]},
+            )
+        )
+    await asyncio.gather(*(store.commit(b) for b in batches))
+    assert store.transactions < 50  # concurrent commits shared transactions
+    assert await store.prune(125.0) == 25
+    loaded, jtis = RevocationState(), JtiTracker(10**10)
+    await store.load(loaded, jtis)
+    assert len(loaded.cutoffs) == 50 and len(jtis) == 25
+    await store.save_stream("https://t", {"stream_id": "s"})
+    assert await store.load_stream("https://t") == {"stream_id": "s"}
+    await store.close()
+
+
+def test_jti_tracker_prunes_oldest_first() -> None:
+    t = JtiTracker(retention=10)
+    for i in range(5):
+        t.add(f"j{i}", b"x", float(i * 5))
+    assert t.prune(now=22) == 3 and "j3" in t and "j2" not in t
+
+
+async def test_redis_fans_out_between_instances() -> None:
+    url = require_redis()
+    ns = "ssf-test-" + secrets.token_hex(4)
+    a, b = RedisStore(url, namespace=ns), RedisStore(url, namespace=ns)
+    settings = ReceiverSettings(database_url="memory")
+    ra, rb = Receiver(settings, store=a), Receiver(settings, store=b)
+    try:
+        await ra.open()
+        await rb.open()
+        m = Mutation(Subject.email("p@example.com"), DISABLED, True, 5.0)
+        ra.state.apply(m)
+        await a.commit(WriteBatch(jtis=[("j-1", b"0" * 16, 1.0)], mutations=[m]))
+        for _ in range(500):
+            if rb.state.records:
+                break
+            await asyncio.sleep(0.01)
+        ts = rb.state.evaluate(
+            TokenSubjects.from_claims({"iss": "i", "sub": "s", "email": "p@example.com"}), 0
+        )
+        assert ts.disabled and "j-1" in rb.jtis
+        # A third instance starting later loads the same state from the keys.
+        c = RedisStore(url, namespace=ns)
+        rc = Receiver(settings, store=c)
+        await rc.open()
+        assert "e:p@example.com" in rc.state.records and "j-1" in rc.jtis
+        await rc.stop()
+    finally:
+        await a.clear()
+        await ra.stop()
+        await rb.stop()
+
+
+def test_redis_backed_receivers_refuse_on_every_instance(fake: FakeTransmitter, tmp_path: Path) -> None:
+    url = require_redis()
+    ns = "ssf-test-" + secrets.token_hex(4)
+    common = {"redis_url": url, "redis_namespace": ns}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with run_receiver(fake, tmp_path / "a", **common) as one:
+        one.wait(lambda: bool(one.receiver.verified_states), "verification")
+        with run_receiver(fake, tmp_path / "b", **common) as two:
+            token = fake.mint("quinn", sid="q-1")
+            assert one.whoami(token).status_code == 200 and two.whoami(token).status_code == 200
+            assert one.push(fake.sign(Subject.opaque("q-1"), SessionRevoked())).status_code == 202
+            assert one.whoami(token).status_code == 401
+            two.wait(lambda: two.whoami(token).status_code == 401, "fan-out to the second instance")
+    asyncio.run(RedisStore(url, namespace=ns).clear())
