@@ -116,6 +116,7 @@ class Demo:
         self.stack = stack
         self.timeline = Timeline(console)
         self.refusal_timeout = refusal_timeout
+        self._explained = False
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -127,12 +128,10 @@ class Demo:
             "in a temporary directory.",
         )
         made = s.register_clients()
-        for name, (client_id, scopes) in made.items():
-            t.log(
-                "transmitter",
-                f"registered OAuth client [bold]{name}[/] ({client_id}, scopes {' '.join(scopes)}), "
-                f"as [dim]ssf transmitter client add {name}[/] does",
-            )
+        clients = ", ".join(f"[bold]{name}[/] ({' '.join(scopes)})" for name, (_, scopes) in made.items())
+        t.log(
+            "transmitter", f"registered OAuth clients, as [dim]ssf transmitter client add[/] does: {clients}"
+        )
         tx, idp = s.start_transmitter_and_idp()
         t.log("transmitter", f"SSF transmitter running at {tx.url} (SQLite, signing key generated)")
         t.log(
@@ -173,7 +172,7 @@ class Demo:
         t.log("IdP", f"Ada signs in on {sc.device_id} at {sc.acr}: session {sid}, access token valid 60 min")
         for api in self.stack.apis:
             answer = await call(http, api.protected_url, token)
-            t.log(api.name, f"GET /protected/whoami with Ada's token → [green]{escape(answer.describe())}[/]")
+            t.log(api.name, "GET /protected/whoami with Ada's token → [green bold]200 OK[/]: allowed")
             if answer.kind != ALLOWED:
                 raise DemoFailed(f"{api.name} refused a fresh token before any change: {answer.describe()}")
 
@@ -202,15 +201,23 @@ class Demo:
             raise DemoFailed(f"the identity provider could not publish: {resp.status_code} {resp.text}")
         published = resp.json()
         if published["jti"]:
-            streams = ", ".join(f"{sid} (jti {jti[:10]}…)" for sid, jti in published["jti"].items())
-            routed = f"one SET signed for each stream: {streams}"
+            count = len(published["jti"])
+            routed = f"and signed one SET for each of the {count} stream(s) that asked for it"
         else:
             routed = "[red]no stream asked for this event, so no SET was made[/]"
         t.log(
             "IdP",
-            f"{text} → publishes CAEP [bold]{_name(sc.event_type)}[/]; the transmitter made it durable "
-            f"in {published['publish_ms']:.1f} ms, {routed}",
+            f"{text} → publishes CAEP [bold]{_name(sc.event_type)}[/]; the transmitter stored it "
+            f"durably in {published['publish_ms']:.1f} ms {routed}",
         )
+        if not self._explained:
+            self._explained = True
+            t.note(
+                "Meanwhile the transmitter POSTs the SET to the push API's /ssf/push and hands it to "
+                "the poll API's waiting long poll. Each receiver checks its signature against the "
+                "transmitter's JWKS, its issuer, audience and jti, then applies it to its revocation "
+                "state. The demo keeps calling each API until the answer changes."
+            )
         waits: list[Awaitable[Any]] = [
             wait_until(
                 http,
@@ -238,21 +245,29 @@ class Demo:
             return
         answer = result.answer
         ms = result.after * 1000
-        colour = "green" if answer.kind == ALLOWED else "red"
-        verdict = "allowed again" if answer.kind == ALLOWED else "refused"
-        extra = ""
-        if answer.kind == STEP_UP:
-            extra = f": step up to acr {answer.challenge.get('acr_values', '?')}"
+        why = answer.challenge.get("error_description")
+        reason = f' ("{escape(why)}")' if why else ""
+        timing = f"[bold]{ms:.1f} ms[/] after the publish call returned"
+        if result.allowed_before:
+            timing += (
+                f" ({result.allowed_before} earlier call(s) still got the old answer while the SET travelled)"
+            )
+        if answer.kind == ALLOWED:
+            text = f"[green bold]200 OK[/]: allowed again, {timing}"
         elif answer.kind == INVALID_TOKEN:
-            extra = ": the token is dead, though unexpired and correctly signed"
-        in_flight = (
-            f"; {result.allowed_before} request(s) got through meanwhile" if result.allowed_before else ""
-        )
-        t.log(
-            api.name,
-            f"GET /protected/whoami → [{colour} bold]{escape(answer.describe())}[/] — {verdict} "
-            f"[bold]{ms:.1f} ms[/] after the publish call returned{in_flight}{extra}",
-        )
+            text = (
+                f"[red bold]401 invalid_token[/]{reason}: refused {timing}, though the token is "
+                "unexpired and correctly signed"
+            )
+        elif answer.kind == STEP_UP:
+            acr = answer.challenge.get("acr_values", "?")
+            text = (
+                f"[yellow bold]401 insufficient_user_authentication, acr_values={escape(acr)}[/]{reason}: "
+                f"a step-up challenge (RFC 9470), {timing}; Ada must sign in again at {escape(acr)}"
+            )
+        else:
+            text = f"[red bold]{escape(answer.describe())}[/] {timing}"
+        t.log(api.name, f"GET /protected/whoami → {text}")
         t.outcomes.append(
             Outcome(label, event, api.name, expected, answer.kind, ms, result.allowed_before, publish_ms)
         )

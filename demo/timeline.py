@@ -81,6 +81,15 @@ class Timeline:
         grid.add_row(stamp, escape(actor), text)
         self.console.print(grid, highlight=False)
 
+    def note(self, text: str) -> None:
+        """An explanation under the timeline's text column."""
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=8)
+        grid.add_column(width=11)
+        grid.add_column(ratio=1, style="dim italic")
+        grid.add_row("", "", text)
+        self.console.print(grid, highlight=False)
+
     def section(self, title: str, explanation: str) -> None:
         self.console.print()
         self.console.rule(f"[bold]{escape(title)}")
