@@ -23,7 +23,6 @@ from joserfc import jws
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import OctKey
-from joserfc.util import urlsafe_b64encode
 from pydantic_core import from_json
 
 from ssf import uris
@@ -96,16 +95,19 @@ class SecurityEventToken:
         if not etype:
             raise InvalidRequest("an event type URI is required")
         issued = int(time.time()) if iat is None else iat
-        return cls(
-            iss=iss,
-            jti=jti or secrets.token_urlsafe(16),
-            iat=issued,
-            aud=audience,
-            sub_id=sub_id,
-            event_type=etype,
-            event=event,
-            txn=txn,
-        )
+        jti = jti or secrets.token_urlsafe(16)
+        if cls is not SecurityEventToken:  # a subclass may define its own __init__
+            return cls(
+                iss=iss,
+                jti=jti,
+                iat=issued,
+                aud=audience,
+                sub_id=sub_id,
+                event_type=etype,
+                event=event,
+                txn=txn,
+            )
+        return _token(iss, jti, issued, audience, sub_id, etype, event, txn, None, {})
 
     @property
     def audiences(self) -> tuple[str, ...]:
@@ -174,7 +176,7 @@ _ALG_MODELS: Final[dict[str, JWSAlgModel]] = {
 def _header_segment(alg: str, kid: str) -> bytes:
     """BASE64URL of the SET's JOSE header: constant per signing key, so encoded once."""
     header = {"alg": alg, "typ": uris.SET_TYP, "kid": kid}
-    return urlsafe_b64encode(json.dumps(header, separators=(",", ":")).encode())
+    return _b64url_encode(json.dumps(header, separators=(",", ":")).encode())
 
 
 def sign_set(token: SecurityEventToken, key: SigningKey) -> str:
@@ -187,7 +189,7 @@ def sign_set(token: SecurityEventToken, key: SigningKey) -> str:
     if model is None:
         raise KeyMaterialError(f"unsupported signing algorithm {key.alg!r}")
     payload = token.claims_json().encode("ascii")
-    signing_input = _header_segment(key.alg, key.kid) + b"." + urlsafe_b64encode(payload)
+    signing_input = _header_segment(key.alg, key.kid) + b"." + _b64url_encode(payload)
     try:
         if _CHECKED_SIGNING_KEYS.get(id(key.key)) != (key.key, key.alg):
             model.check_key(key.key)
@@ -197,7 +199,7 @@ def sign_set(token: SecurityEventToken, key: SigningKey) -> str:
         signature = model.sign(signing_input, key.key)
     except (JoseError, ValueError, TypeError) as exc:
         raise KeyMaterialError(f"the key cannot sign with {key.alg}") from exc
-    return (signing_input + b"." + urlsafe_b64encode(signature)).decode("ascii")
+    return (signing_input + b"." + _b64url_encode(signature)).decode("ascii")
 
 
 #: Keys that passed joserfc's key/algorithm check, by id (the tuple keeps the key alive).
@@ -278,18 +280,39 @@ def parse_claims(claims: Mapping[str, Any]) -> SecurityEventToken:
     if allowed is not None and subject.format not in allowed:
         raise InvalidSubject(f"event '{event_type}' needs a subject of format {sorted(allowed)}")
     extra = {k: v for k, v in claims.items() if k not in _KNOWN_CLAIMS} if len(claims) > 6 else {}
-    return SecurityEventToken(
-        iss=iss,
-        jti=jti,
-        iat=iat,
-        aud=audience,
-        sub_id=subject,
-        event_type=event_type,
-        event=event,
-        txn=txn,
-        toe=toe,
-        extra=extra,
-    )
+    return _token(iss, jti, iat, audience, subject, event_type, event, txn, toe, extra)
+
+
+_new_object: Final = object.__new__
+_set_attr: Final = object.__setattr__
+
+
+def _token(
+    iss: str,
+    jti: str,
+    iat: float,
+    aud: str | tuple[str, ...],
+    sub_id: Subject,
+    event_type: str,
+    event: Event,
+    txn: str | None,
+    toe: float | None,
+    extra: Mapping[str, Any],
+) -> SecurityEventToken:
+    """``SecurityEventToken(...)`` without the generated frozen-dataclass ``__init__``, which
+    costs about four times as much (hot path: one per SET verified or signed)."""
+    token: SecurityEventToken = _new_object(SecurityEventToken)
+    _set_attr(token, "iss", iss)
+    _set_attr(token, "jti", jti)
+    _set_attr(token, "iat", iat)
+    _set_attr(token, "aud", aud)
+    _set_attr(token, "sub_id", sub_id)
+    _set_attr(token, "event_type", event_type)
+    _set_attr(token, "event", event)
+    _set_attr(token, "txn", txn)
+    _set_attr(token, "toe", toe)
+    _set_attr(token, "extra", extra)
+    return token
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
@@ -353,17 +376,22 @@ class SETVerifier:
         self.max_bytes = max_bytes
         self.iat_skew = iat_skew
         self.now = now
-        self._headers: dict[str, tuple[str, str | None, JWSAlgModel]] = {}
+        self._headers: dict[bytes, tuple[str, str | None, JWSAlgModel]] = {}
 
     def verify(self, token: str | bytes) -> SecurityEventToken:
         if len(token) > self.max_bytes:
             raise SETTooLarge(f"SET exceeds {self.max_bytes} bytes")
-        if isinstance(token, bytes):
+        if isinstance(token, str):
             try:
-                token = token.decode("ascii")
-            except UnicodeDecodeError:
+                raw = token.encode("ascii")
+            except UnicodeEncodeError:
                 raise InvalidRequest("a SET is ASCII compact JWS") from None
-        parts = token.strip().split(".")
+        else:
+            raw = bytes(token)
+            if not raw.isascii():
+                raise InvalidRequest("a SET is ASCII compact JWS")
+        raw = raw.strip()
+        parts = raw.split(b".")
         if len(parts) != 3:
             raise InvalidRequest("a SET is a compact JWS of three dot-separated parts")
         header_seg, payload_seg, signature_seg = parts
@@ -392,7 +420,7 @@ class SETVerifier:
         try:
             if key is self._hmac:
                 model.check_key(key)  # PublicKeys.find already matched type, curve and alg
-            valid = model.verify(f"{header_seg}.{payload_seg}".encode("ascii"), signature, key)
+            valid = model.verify(raw[: raw.rindex(b".")], signature, key)
         except (JoseError, ValueError, TypeError):
             raise InvalidKey(f"the key cannot verify {alg}") from None
         if not valid:
@@ -405,7 +433,7 @@ class SETVerifier:
             raise InvalidRequest("SET payload must be a JSON object")
         return self.check_claims(parse_claims(claims))
 
-    def _check_header(self, segment: str) -> tuple[str, str | None, JWSAlgModel]:
+    def _check_header(self, segment: bytes) -> tuple[str, str | None, JWSAlgModel]:
         if len(segment) > _MAX_HEADER_SEGMENT:
             raise InvalidRequest("JOSE header is too long")
         try:
@@ -448,20 +476,26 @@ class SETVerifier:
         return set_
 
 
-_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+#: base64url → base64; '+', '/' and '=' become '!', which strict decoding refuses.
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_+/=", b"+/!!!")
 _CANONICAL_LAST: Final = (b"", b"AEIMQUYcgkosw048", b"AQgw")
 
 
-def _b64url_decode(segment: str) -> bytes:
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64url_encode(data: bytes) -> bytes:
+    """Unpadded base64url (RFC 7515 §2)."""
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
+
+
+def _b64url_decode(segment: bytes) -> bytes:
     """Strict unpadded base64url (RFC 7515 §2): other alphabets, padding, stray characters
     and non-zero trailing bits are errors (``ValueError``), as in joserfc's decoder."""
-    raw = segment.encode("ascii")
-    if b"+" in raw or b"/" in raw or b"=" in raw:
-        raise ValueError("not base64url")
-    pad = -len(raw) % 4
-    if pad == 3 or (pad and raw[-1] not in _CANONICAL_LAST[pad]):
+    pad = -len(segment) % 4
+    if pad == 3 or (pad and segment[-1] not in _CANONICAL_LAST[pad]):
         raise ValueError("not canonical base64url")
-    return binascii.a2b_base64(raw.translate(_FROM_URLSAFE) + b"=" * pad, strict_mode=True)
+    return binascii.a2b_base64(segment.translate(_FROM_URLSAFE) + b"=" * pad, strict_mode=True)
 
 
 def _is_set_typ(typ: object) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 __all__ = [
     "Event",
@@ -36,21 +37,6 @@ class Event(BaseModel):
     #: Subject formats this event allows (None = any); RISC §2.5/2.6 restrict some.
     subject_formats: ClassVar[frozenset[str] | None] = None
 
-    _payload_json: str | None = PrivateAttr(default=None)
-
-    def __eq__(self, other: object) -> bool:
-        """Equal when of the same type with equal members (the encoding cache is no member)."""
-        if not isinstance(other, Event):
-            return NotImplemented
-        return (
-            type(self) is type(other)
-            and self.__dict__ == other.__dict__
-            and self.__pydantic_extra__ == other.__pydantic_extra__
-        )
-
-    def __hash__(self) -> int:
-        return hash((type(self), *self.__dict__.values()))
-
     def payload(self) -> dict[str, Any]:
         """The event object as it goes on the wire (declared members that are None are left
         out; unknown members are kept as they came, nulls included)."""
@@ -63,13 +49,21 @@ class Event(BaseModel):
         return data
 
     def payload_json(self) -> str:
-        """:meth:`payload` as compact ASCII JSON, encoded once per event (events fan out to
-        one SET per receiver)."""
-        text = self._payload_json
+        """:meth:`payload` as compact ASCII JSON, encoded once per event (an event fans out
+        to one SET per receiver). The cache lives beside the model, not in it, so it costs
+        nothing on validation and never takes part in equality."""
+        key = id(self)
+        text = _PAYLOAD_JSON.get(key)
         if text is None:
             text = json.dumps(self.payload(), separators=(",", ":"), allow_nan=False)
-            self._payload_json = text
+            _PAYLOAD_JSON[key] = text
+            weakref.finalize(self, _PAYLOAD_JSON.pop, key, None)
         return text
+
+
+#: id(event) → its encoded payload; an entry leaves with its event (weakref finalizer), so
+#: an id is never reused while its entry lives.
+_PAYLOAD_JSON: dict[int, str] = {}
 
 
 class GenericEvent(Event):
