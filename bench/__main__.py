@@ -8,6 +8,8 @@ import sys
 #: Benchmark name → module (each has ``main(argv: list[str]) -> int``).
 BENCHMARKS: dict[str, str] = {
     "set": "bench.set_bench",
+    "receiver": "bench.receiver_bench",
+    "transmitter": "bench.transmitter_bench",
 }
 
 
