@@ -1,18 +1,13 @@
-"""``python -m demo.idp_serve`` (the docker-compose ``idp`` service command) runs from its settings."""
+"""``python -m demo.idp_serve`` (the docker-compose ``idp`` service command) is built from its settings."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
+from demo import idp_serve
 from demo.idp_settings import IdPSettings
-from tests.support.services import free_port
 
 
 def test_settings_parse_clients() -> None:
@@ -32,53 +27,23 @@ def test_settings_parse_clients() -> None:
         IdPSettings(oauth_clients='{"api": {}}').clients()
 
 
-def test_idp_serve_process() -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "SSF_DEMO_IDP_ISSUER": url,
-        "SSF_DEMO_IDP_AUDIENCE": "https://api.example.com",
-        "SSF_DEMO_IDP_OAUTH_CLIENTS": json.dumps(
-            {"api": {"secret": "s", "scope": "ssf.read", "audience": "x"}}
-        ),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "demo.idp_serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                jwks = httpx.get(f"{url}/jwks.json", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
-                assert time.monotonic() < deadline, "the identity provider did not start"
-                time.sleep(0.1)
-        assert jwks.json()["keys"][0]["kty"] == "RSA"
-        token = httpx.post(
-            f"{url}/oauth/token", data={"grant_type": "client_credentials"}, auth=("api", "s"), timeout=5
-        )
-        assert token.status_code == 200 and token.json()["scope"] == "ssf.read"
-        login = httpx.post(f"{url}/login", json={"username": "grace"}, timeout=5)
-        assert login.status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def test_idp_serve_refuses_incomplete_publisher_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(tests/deploy/test_compose_processes.py runs the command itself as a process.)"""
+    monkeypatch.setenv("SSF_DEMO_IDP_TRANSMITTER_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("SSF_DEMO_IDP_PUBLISHER_CLIENT_ID", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        idp_serve.main(["--port", "9"])
+    assert exit_.value.code == 2
+    assert "SSF_DEMO_IDP_PUBLISHER_CLIENT_ID" in capsys.readouterr().err
 
 
-def test_idp_serve_refuses_incomplete_publisher_settings() -> None:
-    env = {**os.environ, "SSF_DEMO_IDP_TRANSMITTER_URL": "http://127.0.0.1:9"}
-    done = subprocess.run(
-        [sys.executable, "-m", "demo.idp_serve", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 2
-    assert "SSF_DEMO_IDP_PUBLISHER_CLIENT_ID" in done.stderr
+def test_build_wires_the_publisher(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSF_DEMO_IDP_TRANSMITTER_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("SSF_DEMO_IDP_PUBLISHER_CLIENT_ID", "idp")
+    monkeypatch.setenv("SSF_DEMO_IDP_PUBLISHER_CLIENT_SECRET", "s")
+    monkeypatch.setenv("SSF_DEMO_IDP_ISSUER", "http://idp.test")
+    idp = idp_serve.build(IdPSettings())
+    assert idp.issuer == "http://idp.test" and idp.publisher is not None
+    assert idp.publisher.transmitter_url == "http://127.0.0.1:9"
