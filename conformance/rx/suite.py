@@ -1,0 +1,1 @@
+"""Receiver modules of the suite (placeholder until written)."""

@@ -1,0 +1,108 @@
+"""Running the kit against fixture peers in tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from conformance.registry import Outcome
+from conformance.report import Report
+from conformance.tx import TransmitterOptions, run_transmitter_plan
+from tests.conformance.fixture_transmitter import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PUBLISH_TOKEN,
+    STATIC_TOKEN,
+    FixtureTransmitter,
+)
+from tests.support.services import free_port, serve
+
+#: Short waits: the fixtures answer at once on loopback.
+FAST = {
+    "event_timeout": 1.0,
+    "settle": 0.3,
+    "long_poll_timeout": 10.0,
+    "max_wait": 10.0,
+    "http_timeout": 10.0,
+}
+
+
+#: A transmitter-side status change (the kit's --status-cmd) through the fixture's admin route.
+STATUS_CMD = (
+    "curl -sf -X POST -H 'Content-Type: application/json'"
+    ' -d \'{{"stream_id": "{stream_id}", "status": "{status}"}}\' URL'
+)
+
+
+_SHARED: dict[str, FixtureTransmitter] = {}
+_SERVERS: list[Any] = []  # the running servers' context managers (kept referenced)
+
+
+def _shared_transmitter() -> FixtureTransmitter:
+    """One fixture transmitter server per test process; each test resets its faults."""
+    if "tx" not in _SHARED:
+        port = free_port()
+        fx = FixtureTransmitter(f"http://127.0.0.1:{port}/tx")
+        ctx = serve(fx.app, port=port)
+        ctx.__enter__()  # lives as long as the test process (a daemon thread)
+        _SERVERS.append(ctx)
+        _SHARED["tx"] = fx
+    return _SHARED["tx"]
+
+
+@contextlib.contextmanager
+def fixture_transmitter(faults: tuple[str, ...] | list[str] = (), **kw: Any) -> Iterator[FixtureTransmitter]:
+    fx = _shared_transmitter()
+    fx.reset(faults, **kw)
+    try:
+        yield fx
+    finally:
+        fx.reset()
+
+
+def tx_options(
+    fx: FixtureTransmitter, *, delivery: str = "push", profile: str = "default", **kw: Any
+) -> TransmitterOptions:
+    auth: dict[str, Any] = (
+        {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+        if kw.pop("client_credentials", True)
+        else {"token": STATIC_TOKEN}
+    )
+    base = {
+        "issuer": fx.issuer,
+        "delivery": delivery,
+        "profile": profile,
+        "publish_token": PUBLISH_TOKEN,
+        "allow_http_loopback": True,
+        "status_cmd": STATUS_CMD.replace("URL", fx.issuer + "/admin/status"),
+        "rotate_cmd": f"curl -sf -X POST {fx.issuer}/admin/rotate",
+        **FAST,
+        **auth,
+    }
+    base.update(kw)
+    return TransmitterOptions(**base)
+
+
+async def run_tx(fx: FixtureTransmitter, only: list[str] | None = None, **kw: Any) -> Report:
+    return await run_transmitter_plan(tx_options(fx, **kw), only=only)
+
+
+def outcomes(report: Report) -> dict[str, set[str]]:
+    """check id -> the set of outcomes it had across modules."""
+    out: dict[str, set[str]] = {}
+    for r in report.results():
+        out.setdefault(r.check.id, set()).add(r.outcome.value)
+    return out
+
+
+def failed_ids(report: Report) -> set[str]:
+    return {r.check.id for r in report.results() if r.outcome is Outcome.FAILED}
+
+
+def describe_failures(report: Report) -> str:
+    return "\n".join(
+        f"{r.module} :: {r.check.id} [{r.severity.value}] {r.message}"
+        for r in report.results()
+        if r.outcome is Outcome.FAILED
+    )
