@@ -112,7 +112,8 @@ def test_token_verifies_with_joserfc_and_not_with_another_key() -> None:
     idp = DemoIdP("http://127.0.0.1:9", audience=AUD)
     other = DemoIdP("http://127.0.0.1:9", audience=AUD)
     token = idp.login("grace", device_id="phone-7", acr="nist-aal3").access_token
-    decoded = jose_jwt.decode(token, JoseKeySet.import_key_set(idp.jwks()), algorithms=["RS256"])
+    keys = JoseKeySet.import_key_set(idp.jwks())  # type: ignore[arg-type]
+    decoded = jose_jwt.decode(token, keys, algorithms=["RS256"])
     assert decoded.header["typ"] == "at+jwt"
     assert decoded.claims["acr"] == "nist-aal3"
     assert decoded.claims["iss"] == "http://127.0.0.1:9"

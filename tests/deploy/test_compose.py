@@ -25,7 +25,11 @@ from transmitter.settings import TransmitterSettings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-APP_SERVICES = {"idp": IdPSettings, "transmitter": TransmitterSettings, "receiver": ReceiverSettings}
+APP_SERVICES: dict[str, type[BaseSettings]] = {
+    "idp": IdPSettings,
+    "transmitter": TransmitterSettings,
+    "receiver": ReceiverSettings,
+}
 S = TypeVar("S", bound=BaseSettings)
 _VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
@@ -112,7 +116,7 @@ def test_environment_names_match_settings_fields(name: str, monkeypatch: pytest.
         field = key[len(prefix) :].lower()
         assert field in cls.model_fields, f"{name}: {key} is not a field of {cls.__name__}"
     # And the values parse, through the same environment path the service uses.
-    settings = settings_from_env(cls, env, monkeypatch)
+    settings: BaseSettings = settings_from_env(cls, env, monkeypatch)
     for key in env:
         assert getattr(settings, key[len(prefix) :].lower()) is not None
 

@@ -139,7 +139,7 @@ def test_every_compose_service_command_runs_and_the_chain_works(tmp_path: Path) 
             api = f"http://127.0.0.1:{local.ports['receiver']}/protected/whoami"
             with httpx.Client(timeout=10) as http:
                 # The receiver created and verified its push stream through the IdP-issued token.
-                health = {}
+                health: dict[str, Any] = {}
                 deadline = time.monotonic() + 15
                 while not health.get("verified") and time.monotonic() < deadline:
                     health = http.get(f"http://127.0.0.1:{local.ports['receiver']}/health").json()
