@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import math
+import os
 import secrets
 import time
 import warnings
@@ -95,7 +97,7 @@ class SecurityEventToken:
         if not etype:
             raise InvalidRequest("an event type URI is required")
         issued = int(time.time()) if iat is None else iat
-        jti = jti or secrets.token_urlsafe(16)
+        jti = jti or _new_jti()
         if cls is not SecurityEventToken:  # a subclass may define its own __init__
             return cls(
                 iss=iss,
@@ -155,6 +157,25 @@ _json_str: Final[Callable[[str], str]] = json.encoder.encode_basestring_ascii
 
 def _json_num(value: float) -> str:
     return int.__repr__(value) if type(value) is int else json.dumps(value, allow_nan=False)
+
+
+class _JTISource:
+    """Unique ``jti`` values, cheaply: a 128-bit random prefix per process (renewed in a
+    forked child) and a counter. RFC 8417 §2.2 asks for uniqueness, not unpredictability."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = secrets.token_urlsafe(16)  # 22 characters, so prefix+counter is unique
+        self.counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return self.prefix + str(next(self.counter))
+
+
+_new_jti: Final = _JTISource()
 
 
 def _alg_model(name: str) -> JWSAlgModel:
@@ -243,7 +264,7 @@ def parse_claims(claims: Mapping[str, Any]) -> SecurityEventToken:
         raise InvalidRequest("'iss' is required")
     if type(jti) is not str or not jti:
         raise InvalidRequest("'jti' is required")
-    if not _is_number(iat):
+    if type(iat) is not int and not _is_number(iat):
         raise InvalidRequest("'iat' is required as a NumericDate")
     audience: str | tuple[str, ...]
     if type(aud) is str and aud:
@@ -279,7 +300,8 @@ def parse_claims(claims: Mapping[str, Any]) -> SecurityEventToken:
     allowed = type(event).subject_formats
     if allowed is not None and subject.format not in allowed:
         raise InvalidSubject(f"event '{event_type}' needs a subject of format {sorted(allowed)}")
-    extra = {k: v for k, v in claims.items() if k not in _KNOWN_CLAIMS} if len(claims) > 6 else {}
+    known = 6 + (txn is not None) + (toe is not None)  # iss jti iat aud events sub_id + optional
+    extra = {k: v for k, v in claims.items() if k not in _KNOWN_CLAIMS} if len(claims) > known else {}
     return _token(iss, jti, iat, audience, subject, event_type, event, txn, toe, extra)
 
 
@@ -469,7 +491,8 @@ class SETVerifier:
         """The issuer, audience and time rules (SSF §4.1.6, §4.1.8)."""
         if set_.iss != self.issuer:
             raise InvalidIssuer("'iss' is not the expected issuer")
-        if self.audience and self.audience.isdisjoint(set_.audiences):
+        audience, aud = self.audience, set_.aud
+        if audience and (aud not in audience if type(aud) is str else audience.isdisjoint(aud)):
             raise InvalidAudience("'aud' does not name this receiver")
         if set_.iat > self.now() + self.iat_skew:
             raise InvalidRequest("'iat' is in the future")
