@@ -66,7 +66,7 @@ async def wait_until(
     since: float,
     allowed: bool,
     timeout: float,
-    pause: float = 0.001,
+    pause: float = 0.005,
 ) -> Refusal | None:
     """Call ``url`` until the answer is (``allowed``) or is not (``not allowed``) a 200; None on timeout.
 

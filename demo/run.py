@@ -217,7 +217,7 @@ class Demo:
                 "Meanwhile the transmitter POSTs the SET to the push API's /ssf/push and hands it to "
                 "the poll API's waiting long poll. Each receiver checks its signature against the "
                 "transmitter's JWKS, its issuer, audience and jti, then applies it to its revocation "
-                "state. The demo keeps calling each API until the answer changes."
+                "state. The demo calls each API every 5 ms until the answer changes."
             )
         waits: list[Awaitable[Any]] = [
             wait_until(
