@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from demo.run import main
+
+# Every service of the demo is on loopback: keep a proxy from the environment out of it.
+for _name in ("NO_PROXY", "no_proxy"):
+    os.environ[_name] = ",".join(filter(None, (os.environ.get(_name), "127.0.0.1", "localhost")))
 
 parser = argparse.ArgumentParser(
     prog="python -m demo",

@@ -133,6 +133,7 @@ class DemoIdP:
         token_lifetime: int = 3600,
         client_id: str = "demo-web-app",
         oauth_clients: tuple[OAuthClient, ...] = (),
+        trust_env: bool = True,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.audience = audience
@@ -144,6 +145,8 @@ class DemoIdP:
         self.token_lifetime = token_lifetime
         self.client_id = client_id
         self.oauth_clients = {c.client_id: c for c in oauth_clients}
+        #: False: publish without the environment's proxy settings (all-loopback demo).
+        self.trust_env = trust_env
         self._state = _State()
         self._sid_counter = itertools.count(1)
         self.app = self._build_app()
@@ -307,7 +310,7 @@ class DemoIdP:
             if self.publisher is None or self.publisher.client is not None:
                 yield
                 return
-            async with httpx.AsyncClient(timeout=10.0) as client:
+            async with httpx.AsyncClient(timeout=10.0, trust_env=self.trust_env) as client:
                 self.publisher.client = client
                 try:
                     yield

@@ -157,7 +157,8 @@ class Demo:
     # -- the story ---------------------------------------------------------------------------
 
     async def play(self) -> None:
-        async with httpx.AsyncClient(timeout=LONG_POLL_SECONDS + 10) as http:
+        # Loopback only: never through a proxy from the environment.
+        async with httpx.AsyncClient(timeout=LONG_POLL_SECONDS + 10, trust_env=False) as http:
             for scenario in SCENARIOS:
                 await self._scenario(http, scenario)
 

@@ -117,11 +117,8 @@ class Stack:
             create_transmitter_app(TransmitterSettings(**self.tx_values)),
             self._ports["transmitter"],
         )
-        self.idp = DemoIdP(
-            self.idp_url,
-            audience=API_AUDIENCE,
-            publisher=TransmitterPublisher(self.transmitter_url, *self._publisher),
-        )
+        publisher = TransmitterPublisher(self.transmitter_url, *self._publisher)
+        self.idp = DemoIdP(self.idp_url, audience=API_AUDIENCE, publisher=publisher, trust_env=False)
         idp = self._start("identity provider", self.idp.app, self._ports["idp"])
         return tx, idp
 
@@ -153,7 +150,7 @@ class Stack:
             api.service = self._start(api.name, create_receiver_app(settings, protected_demo=True), port)
         health: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=5) as http:
+        with httpx.Client(timeout=5, trust_env=False) as http:
             for api in self.apis:
                 while True:
                     body = http.get(f"{api.url}/health").json()
@@ -170,7 +167,7 @@ class Stack:
 
     def fetch_stream(self, api: Api) -> dict[str, object]:
         """The API's stream as the transmitter knows it, read with the API's own credentials."""
-        with httpx.Client(base_url=self.transmitter_url, timeout=10) as http:
+        with httpx.Client(base_url=self.transmitter_url, timeout=10, trust_env=False) as http:
             token = http.post(
                 "/oauth/token",
                 data={"grant_type": "client_credentials", "scope": "ssf.read"},

@@ -28,8 +28,10 @@ WIDE = {
 
 
 def test_make_demo_runs_push_and_poll_and_shows_each_refusal() -> None:
+    # A proxy in the environment (a dead one here) must not catch the demo's loopback traffic.
+    proxied = {**WIDE, "HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
     done = subprocess.run(
-        [sys.executable, "-m", "demo"], env=WIDE, capture_output=True, text=True, timeout=100
+        [sys.executable, "-m", "demo"], env=proxied, capture_output=True, text=True, timeout=100
     )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
