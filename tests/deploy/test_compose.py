@@ -76,6 +76,40 @@ def settings_from_env(cls: type[S], env: dict[str, str], monkeypatch: pytest.Mon
     return cls()
 
 
+#: Compose Specification keys (top level, and the service / health-check keys used here): a typo
+#: such as ``depend_on`` or ``healtcheck`` would be silently ignored by YAML, not by compose.
+TOP_LEVEL_KEYS = {"version", "name", "include", "services", "networks", "volumes", "secrets", "configs"}
+SERVICE_KEYS = {
+    "build", "image", "restart", "command", "entrypoint", "environment", "env_file", "ports",
+    "depends_on", "healthcheck", "volumes", "networks", "user", "working_dir", "read_only",
+}  # fmt: skip
+HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"}
+DEPENDS_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+_DURATION = re.compile(r"^(\d+(ns|us|ms|s|m|h))+$")
+
+
+def test_keys_are_compose_specification_keys() -> None:
+    data = load_compose()
+    assert {k for k in data if not k.startswith("x-")} <= TOP_LEVEL_KEYS
+    for name, svc in data["services"].items():
+        assert re.fullmatch(r"[a-zA-Z0-9._-]+", name)
+        assert set(svc) <= SERVICE_KEYS, f"{name}: {set(svc) - SERVICE_KEYS}"
+        assert set(svc["healthcheck"]) <= HEALTHCHECK_KEYS, name
+        for key in ("interval", "timeout", "start_period"):
+            if key in svc["healthcheck"]:
+                assert _DURATION.match(svc["healthcheck"][key]), f"{name}: {key}"
+        for dep in svc.get("depends_on", {}).values():
+            assert dep["condition"] in DEPENDS_CONDITIONS
+        for port in svc.get("ports", []):
+            assert re.fullmatch(r"\d+:\d+", port), f"{name}: quote ports ({port!r})"
+        for key, value in svc.get("environment", {}).items():
+            assert isinstance(value, str), f"{name}: {key} must be a string (quote booleans and numbers)"
+    for volume in data.get("volumes", {}):
+        assert any(
+            v.split(":", 1)[0] == volume for svc in data["services"].values() for v in svc.get("volumes", [])
+        ), f"volume {volume} is not used"
+
+
 def test_services_images_and_start_order() -> None:
     data = load_compose()
     services = data["services"]
