@@ -1,8 +1,9 @@
-"""The push endpoint (RFC 8935): a plain Starlette route, for speed (perf-anchors b).
+"""The push endpoint (RFC 8935), as a bare ASGI callable for speed (perf-anchors b).
 
 ``POST /ssf/push`` checks the configured ``Authorization`` value in constant time, reads one
 SET (bounded), validates, applies and persists it, and only then answers 202 with an empty
-body. A refused SET gets 400 ``{"err", "description"}`` with the RFC 8935 §2.4 / SSF code.
+body. A refused SET gets 400 ``{"err", "description"}`` with the RFC 8935 §2.4 / SSF code
+and ``Content-Language: en``. Nothing here raises to the server: storage failures are 503.
 """
 
 from __future__ import annotations
@@ -10,64 +11,118 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from receiver.core import NotReady, Receiver
 from ssf.errors import SETError, SETTooLarge
 
-__all__ = ["push_route"]
+__all__ = ["PushEndpoint", "push_route"]
 
-_JSON = "application/json"
 log = logging.getLogger("receiver.push")
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
-def _error(status: int, err: str, description: str, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps({"err": err, "description": description}).encode()
-    h = {"Content-Language": "en"}
-    if headers:
-        h.update(headers)
-    return Response(body, status_code=status, media_type=_JSON, headers=h)
+_ACCEPTED: Message = {"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]}
+_EMPTY: Message = {"type": "http.response.body", "body": b""}
+
+
+class PushEndpoint:
+    """An ASGI app answering RFC 8935 pushes for one :class:`Receiver`."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        self.max_bytes = receiver.settings.max_set_bytes
+        # Headroom for whitespace around the compact SET; the verifier enforces the exact limit.
+        self.read_limit = self.max_bytes + 1024
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await _send(
+                send, 405, {"err": "invalid_request", "description": "use POST"}, [(b"allow", b"POST")]
+            )
+            return
+        expected = self.receiver._push_auth_bytes
+        got = b""
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                got = value
+            elif name == b"content-length":
+                length = value
+        if expected is not None and not hmac.compare_digest(got, expected):
+            await _send(
+                send,
+                401,
+                {
+                    "err": "authentication_failed",
+                    "description": "the Authorization header is missing or wrong",
+                },
+                [(b"www-authenticate", b"Bearer")],
+            )
+            return
+        if length is not None and length.isdigit() and int(length) > self.read_limit:
+            await self._too_large(send)
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.read_limit:
+                await self._too_large(send)
+                return
+        try:
+            await self.receiver.receive(body)
+        except SETError as exc:
+            await _send(send, 400, exc.to_body())
+            return
+        except NotReady:
+            await _send(
+                send,
+                503,
+                {"err": "temporarily_unavailable", "description": "the receiver is starting"},
+                [(b"retry-after", b"1")],
+            )
+            return
+        except Exception:  # storage down: the transmitter retries; never a traceback on the wire
+            log.exception("applying a pushed SET failed")
+            await _send(
+                send,
+                503,
+                {"err": "temporarily_unavailable", "description": "the SET could not be stored"},
+                [(b"retry-after", b"5")],
+            )
+            return
+        await send(_ACCEPTED)
+        await send(_EMPTY)
+
+    async def _too_large(self, send: Send) -> None:
+        await _send(send, 400, {"err": SETTooLarge.err, "description": f"SET exceeds {self.max_bytes} bytes"})
+
+
+async def _send(
+    send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    payload = json.dumps(body).encode()
+    h = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"content-language", b"en"),
+        *(headers or ()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": h})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def push_route(receiver: Receiver, path: str = "/ssf/push") -> Route:
-    max_bytes = receiver.settings.max_set_bytes
-    # Headroom for whitespace around the compact SET; the verifier enforces the exact limit.
-    read_limit = max_bytes + 1024
-
-    async def push(request: Request) -> Response:
-        expected = receiver._push_auth_bytes
-        if expected is not None:
-            got = request.headers.get("authorization", "").encode("latin-1", "replace")
-            if not hmac.compare_digest(got, expected):
-                return _error(
-                    401,
-                    "authentication_failed",
-                    "the Authorization header is missing or wrong",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > read_limit:
-            return _error(400, SETTooLarge.err, f"SET exceeds {max_bytes} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > read_limit:
-                return _error(400, SETTooLarge.err, f"SET exceeds {max_bytes} bytes")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        try:
-            await receiver.receive(body)
-        except SETError as exc:
-            return _error(400, exc.err, exc.description)
-        except NotReady:
-            return _error(503, "temporarily_unavailable", "the receiver is starting", {"Retry-After": "1"})
-        except Exception:  # storage down: the transmitter retries; never a traceback on the wire
-            log.exception("applying a pushed SET failed")
-            return _error(503, "temporarily_unavailable", "the SET could not be stored", {"Retry-After": "5"})
-        return Response(status_code=202)
-
-    return Route(path, push, methods=["POST"], name="ssf_push")
+    """A plain Starlette route (no FastAPI wrapper) serving :class:`PushEndpoint`."""
+    return Route(path, PushEndpoint(receiver), methods=["POST"], name="ssf_push")
