@@ -45,6 +45,8 @@ class Refusal:
     after: float
     #: Requests still allowed before it.
     allowed_before: int
+    #: ``time.perf_counter()`` when the answer arrived (for the timeline).
+    at: float
 
 
 async def call(http: httpx.AsyncClient, url: str, token: str) -> Answer:
@@ -78,7 +80,7 @@ async def wait_until(
         answer = await call(http, url, token)
         now = time.time()  # wall clock: ``since`` may come from another process on this machine
         if (answer.kind == ALLOWED) == allowed:
-            return Refusal(answer, now - since, count)
+            return Refusal(answer, now - since, count, time.perf_counter())
         count += 1
         if now > deadline:
             return None

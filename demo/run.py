@@ -199,27 +199,12 @@ class Demo:
     ) -> None:
         t = self.timeline
         resp = await http.post(f"{self.stack.idp_url}{path}", json=body)
+        seen = t.elapsed()
         if resp.status_code != 200:
             raise DemoFailed(f"the identity provider could not publish: {resp.status_code} {resp.text}")
         published = resp.json()
-        if published["jti"]:
-            count = len(published["jti"])
-            routed = f"and signed one SET for each of the {count} stream(s) that asked for it"
-        else:
-            routed = "[red]no stream asked for this event, so no SET was made[/]"
-        t.log(
-            "IdP",
-            f"{text} → publishes CAEP [bold]{_name(sc.event_type)}[/]; the transmitter stored it "
-            f"durably in {published['publish_ms']:.1f} ms {routed}",
-        )
-        if not self._explained:
-            self._explained = True
-            t.note(
-                "Meanwhile the transmitter POSTs the SET to the push API's /ssf/push and hands it to "
-                "the poll API's waiting long poll. Each receiver checks its signature against the "
-                "transmitter's JWKS, its issuer, audience and jti, then applies it to its revocation "
-                "state. The demo calls each API every 5 ms until the answer changes."
-            )
+        # Watch first, print afterwards: rendering the timeline blocks this event loop, and
+        # must not be counted in the time the APIs take to hear of the change.
         waits: list[Awaitable[Any]] = [
             wait_until(
                 http,
@@ -231,8 +216,28 @@ class Demo:
             )
             for api in self.stack.apis
         ]
+        results = await asyncio.gather(*waits)
+        if published["jti"]:
+            count = len(published["jti"])
+            routed = f"and signed one SET for each of the {count} stream(s) that asked for it"
+        else:
+            routed = "[red]no stream asked for this event, so no SET was made[/]"
+        t.log(
+            "IdP",
+            f"{text} → publishes CAEP [bold]{_name(sc.event_type)}[/]; the transmitter stored it "
+            f"durably in {published['publish_ms']:.1f} ms {routed}",
+            at=seen,
+        )
+        if not self._explained:
+            self._explained = True
+            t.note(
+                "Meanwhile the transmitter POSTs the SET to the push API's /ssf/push and hands it to "
+                "the poll API's waiting long poll. Each receiver checks its signature against the "
+                "transmitter's JWKS, its issuer, audience and jti, then applies it to its revocation "
+                "state. The demo calls each API every 5 ms until the answer changes."
+            )
         publish_ms = float(published["publish_ms"])
-        for api, result in zip(self.stack.apis, await asyncio.gather(*waits), strict=True):
+        for api, result in zip(self.stack.apis, results, strict=True):
             self._record(sc, api, label, expected, result, publish_ms)
 
     def _record(
@@ -269,7 +274,7 @@ class Demo:
             )
         else:
             text = f"[red bold]{escape(answer.describe())}[/] {timing}"
-        t.log(api.name, f"GET /protected/whoami → {text}")
+        t.log(api.name, f"GET /protected/whoami → {text}", at=result.at - t.started)
         t.outcomes.append(
             Outcome(label, event, api.name, expected, answer.kind, ms, result.allowed_before, publish_ms)
         )

@@ -68,10 +68,13 @@ class Timeline:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def log(self, actor: str, text: str) -> None:
-        """One timeline line: ``+seconds  actor  what happened`` (``text`` is rich markup)."""
+    def log(self, actor: str, text: str, *, at: float | None = None) -> None:
+        """One timeline line: ``+seconds  actor  what happened`` (``text`` is rich markup).
+
+        ``at`` (seconds since the start) stamps a line printed after the fact.
+        """
         style = ACTOR_STYLE.get(actor, "bold cyan")
-        stamp = f"+{self.elapsed():.3f}s"
+        stamp = f"+{self.elapsed() if at is None else at:.3f}s"
         self.lines.append(f"{stamp} {actor}: {text}")
         # A grid keeps wrapped text under its own column, so the time and actor stay readable.
         grid = Table.grid(padding=(0, 1))
