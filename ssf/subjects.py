@@ -175,9 +175,25 @@ def parse_subject(value: object, *, _depth: int = 0, _in_complex: bool = False) 
     Accepted on input only: Google's ``subject_type`` in place of ``format`` (RISC §3),
     ``phone`` for ``phone_number`` (as format name and as member name), ``iss-sub`` (Google)
     and ``issuer_subject_id`` for ``iss_sub``, and a complex subject without a ``format``
-    member (the pre-final drafts). Unknown formats are kept as proprietary (SSF §3.4) provided they are JSON
-    objects with a string ``format``. Every failure is an :class:`InvalidSubject`.
+    member (the pre-final drafts). Unknown formats are kept as proprietary (SSF §3.4)
+    provided they are JSON objects with a string ``format``. Every failure is an
+    :class:`InvalidSubject`.
     """
+    if type(value) is dict:
+        # Fast path: a simple SSF 1.0 identifier with its members present (the usual case).
+        fmt = value.get("format")
+        required = SIMPLE_FORMATS.get(fmt) if type(fmt) is str else None
+        if required is not None and "subject_type" not in value:
+            for name in required:
+                member = value.get(name)
+                if type(member) is not str or not member:
+                    break
+            else:
+                data = value.copy()
+                check = _CHECKS.get(fmt)  # type: ignore[arg-type]
+                if check is not None:
+                    check(data)
+                return Subject(data)
     if type(value) is Subject:
         if _in_complex and value.is_complex:
             raise InvalidSubject("a complex subject member must be a simple identifier")

@@ -210,7 +210,7 @@ def test_mutated_valid_sets(mutations: list[tuple[int, str, str]]) -> None:
     _verify(token.encode("utf-8", "surrogatepass"))
 
 
-@budget(200)
+@budget(120)
 @given(JSON)
 def test_parse_subject_only_raises_ssf_errors(value: Any) -> None:
     try:
@@ -235,7 +235,7 @@ WIRE_MODELS = [
 ]  # fmt: skip
 
 
-@budget(150)
+@budget(100)
 @given(
     st.sampled_from(WIRE_MODELS),
     JSON
