@@ -476,6 +476,143 @@ def _memory(n: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
+# --- end to end with the project's transmitter ------------------------------------------------------
+SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+
+
+def _latency(mode: str, n: int, workdir: Path) -> dict[str, Any]:
+    """Publish (``POST /events`` on ``ssf transmitter serve``) → the receiver refusing the next request.
+
+    Three processes: the transmitter, the receiver (``ssf receiver serve``, push or poll) and
+    this driver, which also serves the resource's AS JWKS. Per event: a fresh session token is
+    accepted (200), the session is revoked through the publish API, and from the moment the
+    publish call returns the driver repeats the request until it gets 401.
+    """
+    import httpx
+    from joserfc import jws
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from ssf.keys import generate_signing_key
+    from tests.support.services import free_port, serve
+    from transmitter.service import Transmitter
+    from transmitter.settings import TransmitterSettings
+
+    work = workdir / f"e2e-{mode}"
+    work.mkdir()
+    tport, rport = free_port(), free_port()
+    tbase, rbase = f"http://127.0.0.1:{tport}", f"http://127.0.0.1:{rport}"
+    tenv = {
+        "SSF_TRANSMITTER_ISSUER": tbase,
+        "SSF_TRANSMITTER_DEV_MODE": "1",
+        "SSF_TRANSMITTER_SECRET_FILE": str(work / "secret"),
+        "SSF_TRANSMITTER_SIGNING_ALG": "ES256",
+        "SSF_TRANSMITTER_DATABASE_URL": f"sqlite:///{work / 'tx.db'}",
+        "SSF_TRANSMITTER_MIN_VERIFICATION_INTERVAL": "0",
+        "SSF_TRANSMITTER_LONG_POLL_TIMEOUT": "20",
+    }
+    tx = Transmitter(TransmitterSettings(**{k[16:].lower(): v for k, v in tenv.items()}))
+    rinfo, rsecret = tx.auth.add_client("bench-receiver-" + mode, ["ssf.read", "ssf.manage"])
+    pinfo, _ = tx.auth.add_client("bench-publisher-" + mode, ["ssf.publish"])
+    pub_token = tx.auth.issue_token(pinfo, "ssf.publish")["access_token"]
+    tx.close()
+
+    idp_key = generate_signing_key("ES256", kid="idp")
+
+    async def jwks_ep(request: Request) -> Response:
+        return JSONResponse({"keys": [idp_key.public_jwk()]})
+
+    procs: list[subprocess.Popen[bytes]] = []
+    with serve(Starlette(routes=[Route("/jwks", jwks_ep)])) as idp:
+        renv = {
+            "SSF_RECEIVER_TRANSMITTER_ISSUER": tbase,
+            "SSF_RECEIVER_DEV_MODE": "1",
+            "SSF_RECEIVER_CLIENT_ID": rinfo.client_id,
+            "SSF_RECEIVER_CLIENT_SECRET": rsecret,
+            "SSF_RECEIVER_DELIVERY": mode,
+            "SSF_RECEIVER_PUSH_URL": rbase + "/ssf/push",
+            "SSF_RECEIVER_DATABASE_URL": f"sqlite:///{work / 'rx.db'}",
+            "SSF_RECEIVER_TOKEN_ISSUER": IDP,
+            "SSF_RECEIVER_TOKEN_JWKS_URL": idp + "/jwks",
+            "SSF_RECEIVER_TOKEN_AUDIENCE": "api",
+            "SSF_RECEIVER_POLL_TIMEOUT": "30",
+        }
+        try:
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "ssf"), "transmitter", "serve", "--port", str(tport)],
+                    env={**os.environ, **tenv},
+                )
+            )
+            _wait_http(tbase + "/jwks.json", procs[0])
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "ssf"), "receiver", "serve", "--port", str(rport)], env={**os.environ, **renv}
+                )
+            )
+            http = httpx.Client(timeout=30)
+            deadline = time.monotonic() + 60
+            while True:
+                if procs[1].poll() is not None:
+                    raise RuntimeError("the receiver exited")
+                try:
+                    h = http.get(rbase + "/health").json()
+                    if h.get("ready") and h.get("verified"):
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the receiver did not become ready and verified")
+                time.sleep(0.1)
+            lat: list[float] = []
+            probes = 0
+            for i in range(n):
+                now = int(time.time())
+                claims = {
+                    "iss": IDP,
+                    "sub": f"u{i}",
+                    "aud": "api",
+                    "iat": now,
+                    "exp": now + 600,
+                    "sid": f"sid-{i}",
+                }
+                token = jws.serialize_compact(
+                    {"alg": "ES256", "typ": "at+jwt", "kid": "idp"},
+                    json.dumps(claims).encode(),
+                    idp_key.key,
+                    algorithms=["ES256"],
+                )
+                auth = {"Authorization": f"Bearer {token}"}
+                assert http.get(rbase + "/protected/whoami", headers=auth).status_code == 200
+                r = http.post(
+                    tbase + "/events",
+                    headers={"Authorization": f"Bearer {pub_token}"},
+                    json={"subject": {"format": "opaque", "id": f"sid-{i}"}, "events": {SESSION_REVOKED: {}}},
+                )
+                r.raise_for_status()
+                t1 = time.perf_counter()
+                while http.get(rbase + "/protected/whoami", headers=auth).status_code != 401:
+                    probes += 1
+                    if time.perf_counter() - t1 > 30:
+                        raise RuntimeError("the session was never refused")
+                lat.append((time.perf_counter() - t1) * 1000)
+            http.close()
+        finally:
+            for p in reversed(procs):  # the receiver first: its long poll holds the transmitter
+                p.terminate()
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+    return {
+        "mode": mode, "events": n, "p50_ms": round(_pct(lat, 50), 2), "p99_ms": round(_pct(lat, 99), 2),
+        "max_ms": round(max(lat), 2), "probe_requests_while_waiting": probes,
+    }  # fmt: skip
+
+
 # --- main -----------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
@@ -493,12 +630,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = argparse.ArgumentParser(prog="python -m bench.receiver_bench", description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=10_000, help="SETs per throughput run")
-    p.add_argument("--only", default="middleware,push,poll,memory")
+    p.add_argument("--only", default="middleware,push,poll,latency,memory")
     p.add_argument("--algs", default="ES256,RS256")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
     p.add_argument("--memory-n", type=int, default=1_000_000)
     p.add_argument("--requests", type=int, default=20_000, help="middleware timing loop size")
+    p.add_argument("--events", type=int, default=1000, help="events per end-to-end latency run")
     opts = p.parse_args(args)
     parts = set(opts.only.split(","))
     results: dict[str, Any] = {}
@@ -516,6 +654,11 @@ def main(argv: list[str] | None = None) -> int:
                 r = _poll(alg, opts.n, opts.store, work)
                 results[f"poll_{alg}"] = r
                 print(f"poll {alg}:", json.dumps(r), flush=True)
+        for mode in ("push", "poll"):
+            if "latency" in parts:
+                r = _latency(mode, opts.events, work)
+                results[f"latency_{mode}"] = r
+                print(f"latency {mode}:", json.dumps(r), flush=True)
         if "memory" in parts:
             results["memory"] = _memory(opts.memory_n)
             print("memory:", json.dumps(results["memory"]), flush=True)
