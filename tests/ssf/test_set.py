@@ -401,3 +401,20 @@ def test_sets_from_two_keys_of_a_key_set_verify_after_rotation() -> None:
     check = SETVerifier(issuer=ISSUER, keys=PublicKeys.from_jwks(ks.jwks()), now=lambda: NOW)
     assert check.verify(before).iss == check.verify(after).iss == ISSUER
     assert decode_unverified(after)[0]["kid"] == "k2"
+
+
+def test_tokens_are_frozen_dataclasses_however_built() -> None:
+    import dataclasses
+
+    parsed = parse_claims(claims(txn="t"))
+    built = SecurityEventToken(
+        iss=ISSUER, jti="jti-1", iat=NOW, aud=AUDIENCE, sub_id=Subject.email("user@example.com"),
+        event_type=SessionRevoked.event_type, event=parsed.event, txn="t",
+    )  # fmt: skip
+    assert parsed == built and hash(parsed.sub_id) == hash(built.sub_id)
+    assert dataclasses.asdict(parsed)["txn"] == "t"
+    assert dataclasses.replace(parsed, txn="u").txn == "u"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.iss = "x"  # type: ignore[misc]
+    created = _token()
+    assert dataclasses.replace(created) == created and created.toe is None and created.extra == {}
