@@ -324,7 +324,7 @@ class Receiver:
             self.stats[exc.err] += 1
             raise
         if batch:
-            await self.store.commit(batch)
+            await self._commit(batch)
         return new
 
     async def receive_batch(self, sets: Mapping[str, object]) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -345,8 +345,19 @@ class Receiver:
                 self.stats[exc.err] += 1
                 errs[jti] = exc.to_body()
         if batch:
-            await self.store.commit(batch)
+            await self._commit(batch)
         return acks, errs
+
+    async def _commit(self, batch: WriteBatch) -> None:
+        """Make a batch durable. On failure its jtis are forgotten, so the transmitter's retry
+        (push) or re-delivery (poll, nothing was acked) applies and stores them again; the
+        in-memory state already holds them, and applying twice changes nothing."""
+        try:
+            await self.store.commit(batch)
+        except Exception:
+            for jti, _digest, _at in batch.jtis:
+                self.jtis.discard(jti)
+            raise
 
     def _accept(self, raw: str | bytes, set_: SecurityEventToken, batch: WriteBatch) -> bool:
         digest = payload_digest(raw)

@@ -15,11 +15,11 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 from receiver.core import Receiver
 from receiver.policy import Decision, DefaultPolicy, Policy, RequestContext
-from receiver.tokens import CachedToken, TokenInvalid, TokenUnavailable
+from receiver.tokens import CachedToken, Principal, TokenInvalid, TokenUnavailable
 
 __all__ = ["ContinuousAuthMiddleware", "default_policy_for"]
 
@@ -71,18 +71,42 @@ class ContinuousAuthMiddleware:
         self.leeway = receiver.settings.token_leeway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (self.exclude and scope["path"].startswith(self.exclude)):
+        kind = scope["type"]
+        if (kind != "http" and kind != "websocket") or (
+            self.exclude and scope["path"].startswith(self.exclude)
+        ):
             await self.app(scope, receive, send)
             return
+        outcome = await self.authorize(scope)
+        if isinstance(outcome, Decision):
+            if kind == "websocket":
+                # RFC 6455 §7.4.1: 1008 policy violation (the handshake is refused).
+                await send({"type": "websocket.close", "code": 1008, "reason": outcome.description or ""})
+            elif outcome.status == 503:
+                await self._unavailable(send)
+            else:
+                await self._refuse(send, outcome)
+            return
+        st = scope.get("state")
+        if st is None:
+            scope["state"] = {"principal": outcome}
+        else:
+            st["principal"] = outcome
+        scope["ssf.principal"] = outcome
+        await self.app(scope, receive, send)
+
+    async def authorize(self, scope: Scope) -> Principal | Decision:
+        """The principal for this request, or the refusal to send (no I/O on a cached token)."""
         token = None
+        user_agent = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 if value[:7].lower() == b"bearer ":
                     token = value[7:].strip().decode("latin-1")
-                break
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
         if not token:
-            await self._challenge(send, 401, None, "a bearer token is required")
-            return
+            return _MISSING
         rcv = self.receiver
         entry = rcv.tokens.get(token)
         now = time.time()
@@ -90,18 +114,14 @@ class ContinuousAuthMiddleware:
             try:
                 entry = await self._validate(token)
             except TokenInvalid as exc:
-                await self._challenge(send, 401, "invalid_token", exc.description)
-                return
+                return Decision.deny(exc.description)
             except TokenUnavailable:
-                await self._unavailable(send)
-                return
+                return _UNAVAILABLE
         if not entry.active:
-            await self._challenge(send, 401, "invalid_token", "the token is not active")
-            return
+            return _INACTIVE
         if entry.exp is not None and now > entry.exp + self.leeway:
             rcv.tokens.evict(token)
-            await self._challenge(send, 401, "invalid_token", "the token expired")
-            return
+            return _EXPIRED
         state = rcv.state
         if entry.gen != state.generation:
             entry.refresh(state)
@@ -109,30 +129,19 @@ class ContinuousAuthMiddleware:
         assert principal is not None
         view = entry.state
         if view.revoked:
-            await self._challenge(send, 401, "invalid_token", "the token was revoked")
-            return
+            return _REVOKED
         if view.disabled:
-            await self._challenge(send, 401, "invalid_token", "the account is disabled")
-            return
+            return _DISABLED
         client = scope.get("client")
         ctx = RequestContext(
-            scope["method"],
+            scope.get("method", "GET"),
             scope["path"],
             client[0] if client else None,
-            _ua(scope["headers"]),
+            user_agent,
             scope["headers"],
         )
         decision = self.policy(principal.claims, ctx, view)
-        if not decision.allow:
-            await self._refuse(send, decision)
-            return
-        st = scope.get("state")
-        if st is None:
-            scope["state"] = {"principal": principal}
-        else:
-            st["principal"] = principal
-        scope["ssf.principal"] = principal
-        await self.app(scope, receive, send)
+        return principal if decision.allow else decision
 
     async def _validate(self, token: str) -> CachedToken:
         rcv = self.receiver
@@ -144,6 +153,9 @@ class ContinuousAuthMiddleware:
 
     async def _refuse(self, send: Send, d: Decision) -> None:
         params: list[tuple[str, str]] = []
+        if d is _MISSING:  # RFC 6750 §3.1: no error code when no credentials were sent
+            await self._send(send, 401, [], "", body_description=d.description)
+            return
         if d.error:
             params.append(("error", d.error))
         if d.description:
@@ -154,10 +166,6 @@ class ContinuousAuthMiddleware:
             params.append(("scope", d.scope))
         extra = f", max_age={d.max_age}" if d.max_age is not None else ""
         await self._send(send, d.status or 401, params, extra)
-
-    async def _challenge(self, send: Send, status: int, error: str | None, description: str) -> None:
-        params = [("error", error), ("error_description", description)] if error else []
-        await self._send(send, status, params, "", body_description=description)
 
     async def _send(
         self,
@@ -206,8 +214,9 @@ class ContinuousAuthMiddleware:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _ua(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    for k, v in headers:
-        if k == b"user-agent":
-            return v.decode("latin-1")
-    return None
+_MISSING: Final = Decision.deny("a bearer token is required")
+_UNAVAILABLE: Final = Decision(False, 503, "temporarily_unavailable", "the token cannot be checked now")
+_INACTIVE: Final = Decision.deny("the token is not active")
+_EXPIRED: Final = Decision.deny("the token expired")
+_REVOKED: Final = Decision.deny("the token was revoked")
+_DISABLED: Final = Decision.deny("the account is disabled")

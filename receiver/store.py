@@ -62,6 +62,10 @@ class JtiTracker:
         if jti not in self._seen:
             self._seen[jti] = (digest, at)
 
+    def discard(self, jti: str) -> None:
+        """Forget one jti (its SET could not be made durable: a retry must re-apply it)."""
+        self._seen.pop(jti, None)
+
     def prune(self, now: float) -> int:
         """Forget jtis older than the retention window (oldest first, stops at the first young)."""
         limit, n = now - self.retention, 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import Request
 
 from receiver.policy import ALLOW, Decision, DefaultPolicy, RequestContext
 from receiver.state import SubjectState
@@ -252,3 +253,70 @@ def test_introspection_tokens(fake: FakeTransmitter, tmp_path: Path) -> None:
         assert rcv.push(fake.sign(Subject.opaque("ls-1"), SessionRevoked())).status_code == 202
         assert token not in rcv.receiver.tokens  # evicted at once by the event
         assert rcv.whoami(token).status_code == 401
+
+
+def test_websocket_handshakes_are_judged_too(rcv: Running) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from receiver.middleware import ContinuousAuthMiddleware
+    from tests.support.services import serve
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(websocket.scope["ssf.principal"].sub)
+        await websocket.close()
+
+    app = ContinuousAuthMiddleware(Starlette(routes=[WebSocketRoute("/ws", ws)]), receiver=rcv.receiver)
+    token = rcv.fake.mint("wendy", sid="w-1")
+    with serve(app) as url:
+        ws_url = url.replace("http://", "ws://") + "/ws"
+        with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as conn:
+            assert conn.recv() == "wendy"
+        with pytest.raises(InvalidStatus):
+            connect(ws_url)
+        assert rcv.push(rcv.fake.sign(Subject.opaque("w-1"), SessionRevoked())).status_code == 202
+        with pytest.raises(InvalidStatus):
+            connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"})
+
+
+def test_library_use_in_a_third_party_app(fake: FakeTransmitter, tmp_path: Path) -> None:
+    """The receiver package's documented use: any FastAPI app, its own routes, our middleware."""
+    import httpx
+    from fastapi import FastAPI
+
+    from receiver import ContinuousAuthMiddleware, Receiver
+    from receiver.push import push_route
+    from tests.receiver.conftest import receiver_settings
+    from tests.support.services import free_port, serve
+
+    port = free_port()
+    receiver = Receiver(receiver_settings(fake, tmp_path, port))
+    app = FastAPI(lifespan=receiver.lifespan)
+    app.router.routes.append(push_route(receiver))
+
+    @app.get("/items")
+    async def items(request: Request) -> dict[str, Any]:
+        return {"owner": request.state.principal.sub}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    app.add_middleware(ContinuousAuthMiddleware, receiver=receiver, exclude=["/healthz", "/ssf/push"])
+    with serve(app, port=port) as url, httpx.Client(base_url=url) as http:
+        token = fake.mint("tara", sid="t-9")
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/items", headers={"Authorization": f"Bearer {token}"}).json() == {"owner": "tara"}
+        deadline = time.monotonic() + 10
+        while not receiver.verified_states and time.monotonic() < deadline:
+            time.sleep(0.01)
+        set_ = fake.sign(Subject.opaque("t-9"), SessionRevoked())
+        pushed = http.post(
+            "/ssf/push", content=set_, headers={"Authorization": receiver.push_authorization or ""}
+        )
+        assert pushed.status_code == 202
+        assert http.get("/items", headers={"Authorization": f"Bearer {token}"}).status_code == 401

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
+from receiver.app import create_app
+from receiver.core import Receiver
+from receiver.store import MemoryStore, WriteBatch
 from ssf import uris
 from ssf.events import EVENT_MODELS, CredentialChange, SessionRevoked, Verification, example_payload
 from ssf.keys import generate_signing_key
 from ssf.set import SecurityEventToken, sign_set
 from ssf.subjects import Subject
-from tests.receiver.conftest import Running
+from tests.receiver.conftest import Running, receiver_settings, run_receiver
+from tests.receiver.fake import FakeTransmitter
+from tests.support.services import free_port, serve
 
 USER = "alice"
 
@@ -190,3 +198,46 @@ def test_subject_inside_the_event_dialect_is_accepted(rcv: Running) -> None:
     token = jws.serialize_compact(header, json.dumps(claims).encode(), key.key, algorithms=[key.alg])
     assert rcv.push(token).status_code == 202
     assert rcv.receiver.state.cutoffs["o:s-legacy"] == float("inf")
+
+
+def test_critical_subject_members_we_cannot_process_discard_the_event(
+    fake_factory: Callable[..., FakeTransmitter], tmp_path: Path
+) -> None:
+    fake = fake_factory(critical_subject_members=["group", "user"])
+    with run_receiver(fake, tmp_path) as rcv:
+        rcv.wait(lambda: bool(rcv.receiver.verified_states), "verification")
+        user = Subject.iss_sub(fake.base + "/as", "gus")
+        token = fake.mint("gus")
+        with_group = Subject.complex(user=user, group=Subject.opaque("admins"))
+        assert rcv.push(fake.sign(with_group, SessionRevoked())).status_code == 202  # valid SET: 202
+        assert rcv.whoami(token).status_code == 200  # ... but discarded (SSF §3.6)
+        assert rcv.receiver.stats["discarded_critical"] == 1
+        with_tenant = Subject.complex(user=user, tenant=Subject.opaque("t1"))  # 'user' is understood
+        assert rcv.push(fake.sign(with_tenant, SessionRevoked())).status_code == 202
+        assert rcv.whoami(token).status_code == 401
+
+
+class FlakyStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = True
+
+    async def commit(self, batch: WriteBatch) -> None:
+        if self.fail:
+            raise OSError("disk full")
+        await super().commit(batch)
+
+
+def test_storage_failure_is_503_and_the_retry_is_applied(fake: FakeTransmitter, tmp_path: Path) -> None:
+    store = FlakyStore()
+    settings = receiver_settings(fake, tmp_path, free_port(), database_url="memory", verify_on_start=False)
+    receiver = Receiver(settings, store=store)
+    with serve(create_app(settings, receiver=receiver)) as url, httpx.Client(base_url=url) as http:
+        token = fake.sign(Subject.opaque("flaky-1"), SessionRevoked())
+        headers = {"Authorization": receiver.push_authorization or ""}
+        resp = http.post("/ssf/push", content=token, headers=headers)
+        assert resp.status_code == 503 and resp.json()["err"] == "temporarily_unavailable"
+        assert "Retry-After" in resp.headers
+        store.fail = False
+        assert http.post("/ssf/push", content=token, headers=headers).status_code == 202
+        assert store.commits == 1  # the retry was applied and stored, not taken for a duplicate
