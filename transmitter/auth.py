@@ -23,7 +23,7 @@ from joserfc.jwk import KeySet as JoseKeySet, OctKey
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 
-from transmitter.db import client_t
+from transmitter.db import begin, client_t
 from transmitter.secrets_box import SecretBox
 from transmitter.settings import TransmitterSettings
 
@@ -81,6 +81,9 @@ class Authenticator:
         self._key = OctKey.import_key(box.token_key)
         self._cache: dict[str, tuple[float, ClientInfo | None]] = {}
         self._lock = threading.Lock()
+        #: Verified tokens (signature and claims) by their text; bounded, expiry re-checked.
+        self._verified: dict[str, tuple[float, Principal]] = {}
+        self._expiry: dict[str, float] = {}
         self._ext_keys: JoseKeySet | None = None
         self._ext_fetched = 0.0
 
@@ -96,7 +99,7 @@ class Authenticator:
         client_id = "c_" + secrets.token_urlsafe(12)
         secret = secrets.token_urlsafe(32)
         info = ClientInfo(client_id, name, tuple(wanted), audience or client_id)
-        with self._engine.begin() as conn:
+        with begin(self._engine) as conn:
             if conn.execute(select(client_t.c.client_id).where(client_t.c.name == name)).first():
                 raise ValueError(f"a client named {name!r} exists")
             conn.execute(
@@ -112,14 +115,14 @@ class Authenticator:
         return info, secret
 
     def remove_client(self, name: str) -> bool:
-        with self._engine.begin() as conn:
+        with begin(self._engine) as conn:
             res = conn.execute(delete(client_t).where(client_t.c.name == name))
         with self._lock:
             self._cache.clear()
         return bool(res.rowcount)
 
     def clients(self) -> list[ClientInfo]:
-        with self._engine.connect() as conn:
+        with begin(self._engine) as conn:
             rows = conn.execute(select(client_t).order_by(client_t.c.name)).all()
         return [ClientInfo(r.client_id, r.name, tuple(r.scopes.split()), r.audience) for r in rows]
 
@@ -132,7 +135,7 @@ class Authenticator:
             hit = self._cache.get(client_id)
             if hit and hit[0] > now:
                 return hit[1]
-        with self._engine.connect() as conn:
+        with begin(self._engine) as conn:
             r = conn.execute(select(client_t).where(client_t.c.client_id == client_id)).first()
         info = ClientInfo(r.client_id, r.name, tuple(r.scopes.split()), r.audience) if r else None
         with self._lock:
@@ -141,7 +144,7 @@ class Authenticator:
 
     # --- token endpoint -----------------------------------------------------------------
     def authenticate_client(self, client_id: str, secret: str) -> ClientInfo:
-        with self._engine.connect() as conn:
+        with begin(self._engine) as conn:
             r = conn.execute(select(client_t).where(client_t.c.client_id == client_id)).first()
         if r is None or not self._box.check_client_secret(secret, r.secret_hash):
             raise AuthError(401, "invalid_client", "client authentication failed")
@@ -189,6 +192,20 @@ class Authenticator:
         return principal
 
     def _principal(self, token: str) -> Principal:
+        hit = self._verified.get(token)
+        now = time.time()
+        if hit is not None and hit[0] > now:
+            principal = hit[1]
+            if not principal.owner.startswith("ext:") and self._client(principal.owner) is None:
+                raise AuthError(401, "invalid_token", "the access token has been revoked")
+            return principal
+        principal = self._verify_token(token)
+        if len(self._verified) >= 10_000:
+            self._verified.clear()
+        self._verified[token] = (self._expiry.pop(token, now + 60), principal)
+        return principal
+
+    def _verify_token(self, token: str) -> Principal:
         try:
             header = json.loads(_b64(token.split(".", 1)[0]))
         except (ValueError, IndexError):
@@ -215,6 +232,7 @@ class Authenticator:
         if client is None:
             raise AuthError(401, "invalid_token", "the access token has been revoked")
         scopes = frozenset(str(c.get("scope", "")).split()) & frozenset(client.scopes)
+        self._expiry[token] = float(c["exp"])
         return Principal(client.client_id, scopes, client.audience)
 
     def _external_keys(self, refresh: bool = False) -> JoseKeySet:
@@ -257,6 +275,7 @@ class Authenticator:
             raise AuthError(401, "invalid_token", "the access token names no client")
         raw = c.get("scope", c.get("scp", ""))
         scopes = frozenset(raw.split() if isinstance(raw, str) else [str(x) for x in raw or []])
+        self._expiry[token] = float(exp)
         return Principal("ext:" + owner, scopes, owner)
 
 

@@ -7,11 +7,15 @@ costs ~7x on per-row writes).
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
+import weakref
+from collections.abc import Iterator
 from typing import Any, cast
 
 from sqlalchemy import Column, Index, LargeBinary, Table, Text, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel, create_engine
 
 from transmitter.settings import TransmitterSettings
@@ -117,6 +121,22 @@ class KeyRow(SQLModel, table=True):
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
+_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def begin(engine: Engine) -> Iterator[Connection]:
+    """A transaction. On SQLite, transactions of this process queue on a lock first: SQLite's
+    busy handler sleeps up to 100 ms between retries, a lock hands over at once."""
+    lock = _LOCKS.get(engine)
+    if lock is None:
+        with engine.begin() as conn:
+            yield conn
+        return
+    with lock, engine.begin() as conn:
+        yield conn
+
+
 def make_engine(settings: TransmitterSettings) -> Engine:
     """An engine for the configured URL; SQLite gets WAL and a busy timeout."""
     url = settings.database_url
@@ -126,7 +146,7 @@ def make_engine(settings: TransmitterSettings) -> Engine:
     elif settings.is_postgres:
         kwargs["pool_size"] = 10
         kwargs["max_overflow"] = 20
-        kwargs["pool_pre_ping"] = True
+        kwargs["pool_recycle"] = 1800  # no pre-ping: it costs a round trip per transaction
         if settings.database_schema:
             if not _SCHEMA_NAME.match(settings.database_schema):
                 raise ValueError("database_schema must be a plain SQL identifier")
@@ -135,6 +155,7 @@ def make_engine(settings: TransmitterSettings) -> Engine:
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        _LOCKS[engine] = threading.Lock()
     return engine
 
 

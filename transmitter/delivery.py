@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import bindparam, exists, or_, select, update
 
 from ssf import uris
-from transmitter.db import DELIVERED, PENDING, REJECTED, outbox_t, stream_t
+from transmitter.db import DELIVERED, PENDING, REJECTED, begin, outbox_t, stream_t
 from transmitter.service import Transmitter
 
 __all__ = ["DeliveryWorker"]
@@ -67,6 +67,66 @@ class DeliveryWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._sem = asyncio.Semaphore(self.s.push_concurrency)
+        self._stream_wake: dict[str, asyncio.Event] = {}
+        self._renewed: dict[str, float] = {}
+        self._poll_ids: frozenset[str] = frozenset()
+        #: How long an idle stream keeps its lease waiting for the next SET (saves a claim).
+        self._linger = min(2.0, self.s.lease_seconds / 3)
+        self._build_statements()
+
+    def _build_statements(self) -> None:
+        sid: Any = bindparam("sid")
+        cols = (
+            outbox_t.c.id,
+            outbox_t.c.token,
+            outbox_t.c.control,
+            outbox_t.c.attempts,
+            outbox_t.c.first_failure_at,
+        )
+        order = (outbox_t.c.priority.desc(), outbox_t.c.id)
+        self._q_batch = (
+            select(*cols, stream_t.c.status, stream_t.c.endpoint_url, stream_t.c.auth_header)
+            .select_from(outbox_t.join(stream_t, outbox_t.c.stream_id == stream_t.c.stream_id))
+            .where(
+                outbox_t.c.stream_id == sid,
+                outbox_t.c.state == PENDING,
+                stream_t.c.lease_owner == self.owner,
+                stream_t.c.method == uris.PUSH,
+                stream_t.c.endpoint_url.is_not(None),
+                or_(outbox_t.c.control.is_(True), stream_t.c.status == "enabled"),
+            )
+            .order_by(*order)
+            .limit(self.s.push_batch)
+        )
+        self._q_renew = (
+            update(stream_t)
+            .where(stream_t.c.stream_id == sid, stream_t.c.lease_owner == self.owner)
+            .values(lease_until=bindparam("until"))
+        )
+        self._q_delivered = (
+            update(outbox_t)
+            .where(outbox_t.c.id.in_(bindparam("ids", expanding=True)), outbox_t.c.state == PENDING)
+            .values(state=DELIVERED, done_at=bindparam("now"), last_error=None)
+        )
+        work = exists().where(
+            outbox_t.c.stream_id == stream_t.c.stream_id,
+            outbox_t.c.state == PENDING,
+            or_(outbox_t.c.control.is_(True), stream_t.c.status == "enabled"),
+        )
+        claim = (
+            select(stream_t.c.stream_id)
+            .where(
+                stream_t.c.method == uris.PUSH,
+                stream_t.c.lease_until < bindparam("now"),
+                stream_t.c.stream_id.not_in(bindparam("busy", expanding=True)),
+                work,
+            )
+            .limit(1000)
+        )
+        if self.s.is_postgres:
+            claim = claim.with_for_update(skip_locked=True, of=stream_t)
+        self._q_claim = claim
+        self._q_poll_ids = select(stream_t.c.stream_id).where(stream_t.c.method == uris.POLL)
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -76,7 +136,7 @@ class DeliveryWorker:
             timeout=aiohttp.ClientTimeout(total=self.s.push_timeout),
             skip_auto_headers=("Content-Type",),
         )
-        self.tx.notifier.add_listener(lambda _ids: self._wake.set())
+        self.tx.notifier.add_listener(self._on_new_sets)
         self._tasks = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._maintenance_loop())]
 
     async def stop(self) -> None:
@@ -95,6 +155,19 @@ class DeliveryWorker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _on_new_sets(self, ids: frozenset[str]) -> None:
+        """A stream we are pushing gets its own wake-up; poll streams need nothing; anything
+        else (a push stream not leased yet, or unknown) wakes the claim loop."""
+        claim = False
+        for sid in ids:
+            ev = self._stream_wake.get(sid)
+            if ev is not None:
+                ev.set()
+            elif sid not in self._poll_ids:
+                claim = True
+        if claim:
+            self._wake.set()
 
     async def _maintenance_loop(self) -> None:
         while not self._stopping:
@@ -120,22 +193,9 @@ class DeliveryWorker:
     # --- database side (worker threads) --------------------------------------------------
     def _claim(self, busy: frozenset[str]) -> list[str]:
         now = time.time()
-        work = exists().where(
-            outbox_t.c.stream_id == stream_t.c.stream_id,
-            outbox_t.c.state == PENDING,
-            or_(outbox_t.c.control.is_(True), stream_t.c.status == "enabled"),
-        )
-        q = (
-            select(stream_t.c.stream_id)
-            .where(stream_t.c.method == uris.PUSH, stream_t.c.lease_until < now, work)
-            .limit(1000)
-        )
-        if busy:
-            q = q.where(stream_t.c.stream_id.not_in(list(busy)))
-        if self.s.is_postgres:
-            q = q.with_for_update(skip_locked=True, of=stream_t)
-        with self.tx.engine.begin() as conn:
-            ids = [r[0] for r in conn.execute(q)]
+        with begin(self.tx.engine) as conn:
+            self._poll_ids = frozenset(r[0] for r in conn.execute(self._q_poll_ids))
+            ids = [r[0] for r in conn.execute(self._q_claim, {"now": now, "busy": list(busy) or [""]})]
             if not ids:
                 return []
             conn.execute(
@@ -153,48 +213,34 @@ class DeliveryWorker:
             ]
         return mine
 
-    def _fetch(self, sid: str) -> _Batch | None:
+    def _fetch(self, sid: str, delivered: list[int]) -> _Batch | None:
+        """Record the previous batch's deliveries, renew the lease when a third of it has run
+        out, and take the next batch with its stream's settings: one transaction, two or three
+        statements per batch."""
         now = time.time()
-        with self.tx.engine.begin() as conn:
-            renewed = conn.execute(
-                update(stream_t)
-                .where(stream_t.c.stream_id == sid, stream_t.c.lease_owner == self.owner)
-                .values(lease_until=now + self.s.lease_seconds)
-            )
-            if not renewed.rowcount:
-                return None
-            st = conn.execute(select(stream_t).where(stream_t.c.stream_id == sid)).first()
-            if st is None or st.method != uris.PUSH or not st.endpoint_url:
-                return None
-            q = select(
-                outbox_t.c.id,
-                outbox_t.c.token,
-                outbox_t.c.control,
-                outbox_t.c.attempts,
-                outbox_t.c.first_failure_at,
-            ).where(outbox_t.c.stream_id == sid, outbox_t.c.state == PENDING)
-            if st.status != "enabled":
-                q = q.where(outbox_t.c.control.is_(True))
-            rows = list(
-                conn.execute(q.order_by(outbox_t.c.priority.desc(), outbox_t.c.id).limit(self.s.push_batch))
-            )
+        with begin(self.tx.engine) as conn:
+            if delivered:
+                conn.execute(self._q_delivered, {"ids": delivered, "now": now})
+            if now - self._renewed.get(sid, 0.0) > self.s.lease_seconds / 3:
+                renewed = conn.execute(self._q_renew, {"sid": sid, "until": now + self.s.lease_seconds})
+                if not renewed.rowcount:
+                    return None
+                self._renewed[sid] = now
+            rows = list(conn.execute(self._q_batch, {"sid": sid}))
         if not rows:
             return None
-        header = self.tx.box.decrypt(st.auth_header) if st.auth_header is not None else None
-        return _Batch(st.endpoint_url, header, st.status, rows)
+        head = rows[0]
+        header = self.tx.box.decrypt(head.auth_header) if head.auth_header is not None else None
+        return _Batch(head.endpoint_url, header, head.status, rows)
 
     def _mark_delivered(self, ids: list[int]) -> None:
         if not ids:
             return
-        with self.tx.engine.begin() as conn:
-            conn.execute(
-                update(outbox_t)
-                .where(outbox_t.c.id.in_(ids), outbox_t.c.state == PENDING)
-                .values(state=DELIVERED, done_at=time.time(), last_error=None)
-            )
+        with begin(self.tx.engine) as conn:
+            conn.execute(self._q_delivered, {"ids": ids, "now": time.time()})
 
     def _mark_rejected(self, row_id: int, detail: dict[str, Any]) -> None:
-        with self.tx.engine.begin() as conn:
+        with begin(self.tx.engine) as conn:
             conn.execute(
                 update(outbox_t)
                 .where(outbox_t.c.id == row_id)
@@ -216,7 +262,7 @@ class DeliveryWorker:
         else:
             delay = min(self.s.retry_max_seconds, self.s.retry_base_seconds * 2 ** min(attempts - 1, 30))
             delay *= random.uniform(0.5, 1.0)  # jitter
-        with self.tx.engine.begin() as conn:
+        with begin(self.tx.engine) as conn:
             conn.execute(
                 update(outbox_t)
                 .where(outbox_t.c.id == row.id)
@@ -237,7 +283,7 @@ class DeliveryWorker:
             self.tx.set_status(sid, "paused", reason)
 
     def _release(self, sid: str) -> None:
-        with self.tx.engine.begin() as conn:
+        with begin(self.tx.engine) as conn:
             conn.execute(
                 update(stream_t)
                 .where(stream_t.c.stream_id == sid, stream_t.c.lease_owner == self.owner)
@@ -245,7 +291,7 @@ class DeliveryWorker:
             )
 
     def _release_all(self) -> None:
-        with self.tx.engine.begin() as conn:
+        with begin(self.tx.engine) as conn:
             conn.execute(
                 update(stream_t)
                 .where(stream_t.c.lease_owner == self.owner)
@@ -255,13 +301,20 @@ class DeliveryWorker:
     # --- pushing ------------------------------------------------------------------------
     async def _stream_loop(self, sid: str) -> None:
         release = True
+        wake = self._stream_wake[sid] = asyncio.Event()
+        delivered: list[int] = []
         try:
             while not self._stopping:
-                batch = await asyncio.to_thread(self._fetch, sid)
+                wake.clear()  # before fetching: a SET committed after this wakes us
+                batch = await asyncio.to_thread(self._fetch, sid, delivered)
+                delivered = []
                 if batch is None:
-                    break
+                    try:
+                        await asyncio.wait_for(wake.wait(), self._linger)
+                        continue
+                    except TimeoutError:
+                        break
                 problem = await asyncio.to_thread(self.tx.guard.allowed, batch.url)
-                delivered: list[int] = []
                 failed = False
                 for row in batch.rows:
                     if problem:
@@ -279,7 +332,6 @@ class DeliveryWorker:
                     await asyncio.to_thread(self._record_failure, sid, row, batch.status, outcome)
                     failed = True
                     break
-                await asyncio.to_thread(self._mark_delivered, delivered)
                 if failed:
                     release = False  # the lease now ends at the retry time
                     break
@@ -290,8 +342,12 @@ class DeliveryWorker:
             log.exception("push loop for stream %s failed", sid)
         finally:
             self.active.pop(sid, None)
-            if release:
-                with contextlib.suppress(Exception):
+            self._stream_wake.pop(sid, None)
+            self._renewed.pop(sid, None)
+            with contextlib.suppress(Exception):
+                if delivered:
+                    await asyncio.to_thread(self._mark_delivered, delivered)
+                if release:
                     await asyncio.to_thread(self._release, sid)
             self._wake.set()
 

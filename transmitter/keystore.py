@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 
 from ssf.keys import KeySet, SigningKey, generate_signing_key, load_signing_key
-from transmitter.db import key_t
+from transmitter.db import begin, key_t
 from transmitter.secrets_box import SecretBox
 from transmitter.settings import TransmitterSettings
 
@@ -33,7 +33,7 @@ class KeyStore:
 
     def ensure(self) -> None:
         """First start: import the configured key file, or generate a key, if none is stored."""
-        with self._engine.begin() as conn:
+        with begin(self._engine) as conn:
             have = conn.execute(select(key_t.c.kid).limit(1)).first()
             if have is None:
                 key = self._initial_key()
@@ -62,7 +62,7 @@ class KeyStore:
         }
 
     def reload(self) -> None:
-        with self._engine.connect() as conn:
+        with begin(self._engine) as conn:
             rows = conn.execute(select(key_t).order_by(key_t.c.created_at, key_t.c.kid)).all()
         keys = []
         for row in rows:
@@ -90,7 +90,7 @@ class KeyStore:
         """Add a new active key; the previous one is retired but stays published."""
         now = int(time.time())
         new = generate_signing_key(alg or self._settings.signing_alg, created_at=now)
-        with self._engine.begin() as conn:
+        with begin(self._engine) as conn:
             conn.execute(update(key_t).where(key_t.c.retired_at.is_(None)).values(retired_at=now))
             conn.execute(key_t.insert().values(**self._row(new)))
         self.prune()
@@ -99,7 +99,7 @@ class KeyStore:
     def prune(self) -> list[str]:
         """Drop keys retired longer ago than the overlap; returns their kids."""
         cutoff = int(time.time()) - self._settings.key_overlap_seconds
-        with self._engine.begin() as conn:
+        with begin(self._engine) as conn:
             gone = [
                 r[0]
                 for r in conn.execute(

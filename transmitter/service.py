@@ -23,7 +23,7 @@ from ssf.stream import AddSubjectRequest, RemoveSubjectRequest, StreamRequest
 from ssf.subjects import Subject, parse_subject
 from transmitter import outbox
 from transmitter.auth import Authenticator, Principal
-from transmitter.db import EXPIRED, PENDING, create_schema, make_engine, outbox_t, stream_t, subject_t
+from transmitter.db import EXPIRED, PENDING, begin, create_schema, make_engine, outbox_t, stream_t, subject_t
 from transmitter.errors import Conflict, NotFound, TooManyRequests
 from transmitter.keystore import KeyStore
 from transmitter.notify import Notifier
@@ -83,7 +83,7 @@ class Transmitter:
         conn.execute(update(stream_t).where(stream_t.c.stream_id == stream_id).values(last_activity=now))
 
     def stream(self, stream_id: str) -> Stream:
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             return self._load(conn, stream_id, None)
 
     # --- stream configuration (SSF §8.1.1) -----------------------------------------------
@@ -113,7 +113,7 @@ class Transmitter:
             last_activity=now,
             extra={"delivery": extra} if extra else {},
         )
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             count = conn.execute(select(func.count()).where(stream_t.c.owner == principal.owner)).scalar_one()
             if count >= self.settings.max_streams_per_client:
                 raise Conflict("this client already has the maximum number of streams")
@@ -126,7 +126,7 @@ class Transmitter:
     def read_streams(
         self, principal: Principal, stream_id: str | None
     ) -> dict[str, Any] | list[dict[str, Any]]:
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             if stream_id is not None:
                 stream = self._load(conn, stream_id, principal.owner)
                 self._touch(conn, stream_id, time.time())
@@ -145,14 +145,14 @@ class Transmitter:
         if not req.stream_id:
             raise ModelError("stream_id is required")
         sid = req.stream_id
-        with self.engine.begin() as conn:
+        if req.delivery is not None and req.delivery.method == uris.PUSH and req.delivery.endpoint_url:
+            self.guard.check_url(req.delivery.endpoint_url)  # before the transaction: DNS may be slow
+        with begin(self.engine) as conn:
             stream = self._load(conn, sid, principal.owner)
             check_transmitter_supplied(req, stream, self.issuer)
             present = req.receiver_supplied()
             if replace or "delivery" in present:
                 method, url, header, extra = resolve_delivery(req.delivery, sid, self.poll_url(sid), stream)
-                if method == uris.PUSH and url and url != stream.endpoint_url:
-                    self.guard.check_url(url)
                 stream.method, stream.endpoint_url, stream.auth_header = method, url, header
                 stream.extra = {"delivery": extra} if extra else {}
             if replace or "events_requested" in present:
@@ -166,7 +166,7 @@ class Transmitter:
         return stream.config(self.issuer)
 
     def delete_stream(self, principal: Principal, stream_id: str) -> None:
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             self._load(conn, stream_id, principal.owner)
             outbox.purge_stream(conn, stream_id)
             conn.execute(stream_t.delete().where(stream_t.c.stream_id == stream_id))
@@ -174,7 +174,7 @@ class Transmitter:
 
     # --- status (SSF §8.1.2, §8.1.5) -----------------------------------------------------
     def get_status(self, principal: Principal, stream_id: str) -> dict[str, Any]:
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             s = self._load(conn, stream_id, principal.owner)
             self._touch(conn, stream_id, time.time())
         return _status_body(s)
@@ -183,7 +183,7 @@ class Transmitter:
         self, principal: Principal, stream_id: str, status: str, reason: str | None
     ) -> dict[str, Any]:
         """A receiver's own change: applied at once, no stream-updated event (SSF §8.1.2.2)."""
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             s = self._load(conn, stream_id, principal.owner)
             self._apply_status(conn, s, status, reason, notify_receiver=False)
             self._touch(conn, stream_id, time.time())
@@ -195,7 +195,7 @@ class Transmitter:
         stream-updated event goes out before stopping / upon re-enabling (SSF §8.1.5)."""
         if status not in ("enabled", "paused", "disabled"):
             raise ModelError("status must be enabled, paused or disabled")
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             s = self._load(conn, stream_id, None)
             self._apply_status(conn, s, status, reason, notify_receiver=True)
         self.notifier.notify([stream_id])
@@ -241,7 +241,7 @@ class Transmitter:
 
     # --- subjects (SSF §8.1.3) -----------------------------------------------------------
     def add_subject(self, principal: Principal, req: AddSubjectRequest) -> None:
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             self._load(conn, req.stream_id, principal.owner)
             self._put_subject(
                 conn, req.stream_id, req.subject, included=True, verified=req.verified is not False
@@ -249,7 +249,7 @@ class Transmitter:
             self._touch(conn, req.stream_id, time.time())
 
     def remove_subject(self, principal: Principal, req: RemoveSubjectRequest) -> None:
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             s = self._load(conn, req.stream_id, principal.owner)
             if req.subject == Subject.opaque(s.stream_id):
                 raise ModelError("the stream's own subject cannot be removed")
@@ -278,7 +278,7 @@ class Transmitter:
     # --- verification (SSF §8.1.4) -------------------------------------------------------
     def request_verification(self, principal: Principal, stream_id: str, state: str | None) -> str:
         now = time.time()
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             s = self._load(conn, stream_id, principal.owner)
             wait = s.last_verification + s.min_verification_interval - now
             if s.min_verification_interval and wait > 0:
@@ -294,7 +294,7 @@ class Transmitter:
 
     def send_verification(self, stream_id: str) -> str:
         """A transmitter-initiated verification event: it never carries ``state``."""
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             jti = self._verification(conn, self._load(conn, stream_id, None), None, time.time())
         self.notifier.notify([stream_id])
         return jti
@@ -329,26 +329,32 @@ class Transmitter:
         key = self.keys.active
         out: list[dict[str, str]] = []
         touched: set[str] = set()
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
+            rows: list[dict[str, Any]] = []
+            paused: set[str] = set()
             for subject, event_type, event, txn in parsed:
                 result: dict[str, str] = {}
                 for r in outbox.route(conn, subject, event_type):
-                    result[r.stream_id] = outbox.enqueue(
-                        conn,
+                    row = outbox.build(
                         issuer=self.issuer,
                         key=key,
                         stream_id=r.stream_id,
-                        aud=json.loads(r.aud),
+                        aud=r.aud,
                         subject=subject,
                         event_type=event_type,
                         event=event,
                         txn=txn,
                         now=now,
                     )
+                    rows.append(row)
+                    result[r.stream_id] = row["jti"]
                     if r.status == "paused":
-                        outbox.trim_paused(conn, r.stream_id, self.settings.paused_max_events, now)
+                        paused.add(r.stream_id)
                 out.append(result)
                 touched.update(result)
+            outbox.insert(conn, rows)
+            for sid in paused:
+                outbox.trim_paused(conn, sid, self.settings.paused_max_events, now)
         self.notifier.notify(touched)
         return out
 
@@ -358,7 +364,7 @@ class Transmitter:
     ) -> tuple[dict[str, str], bool]:
         """Apply acks and errors, then select; returns (sets, moreAvailable)."""
         now = time.time()
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             s = self._load(conn, stream_id, principal.owner)
             if s.method != uris.POLL:
                 raise ModelError("this stream does not use poll delivery")
@@ -382,7 +388,7 @@ class Transmitter:
     def maintain(self, now: float | None = None) -> None:
         """Inactivity timeouts, paused retention by age, key pruning and reload."""
         now = time.time() if now is None else now
-        with self.engine.begin() as conn:
+        with begin(self.engine) as conn:
             idle = conn.execute(
                 select(stream_t.c.stream_id, stream_t.c.inactivity_timeout, stream_t.c.last_activity).where(
                     stream_t.c.status == "enabled", stream_t.c.inactivity_timeout.is_not(None)
@@ -409,7 +415,7 @@ class Transmitter:
         self.keys.prune()
 
     def outbox_counts(self, stream_id: str) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with begin(self.engine) as conn:
             rows = conn.execute(
                 select(outbox_t.c.state, func.count())
                 .where(outbox_t.c.stream_id == stream_id)

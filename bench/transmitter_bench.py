@@ -1,0 +1,343 @@
+"""Transmitter benchmark: publish-to-delivered throughput and latency, push and poll, fan-out.
+
+``.venv/bin/python -m bench.transmitter_bench [--db sqlite|postgres|both] [--n N] [--rate R]
+[--seconds S] [--fanout F] [--alg ES256]``
+
+Three processes, as deployed: the transmitter (``ssf transmitter serve``: uvicorn, uvloop,
+httptools, delivery worker), a minimal loopback push sink answering 202
+(``bench/transmitter_sink.py``), and this driver (publisher and poll receiver).
+
+* push throughput: N SETs are queued while the stream is paused, then the receiver re-enables
+  it; rate = N / (last arrival - enable).
+* poll throughput: N SETs queued, then drained with ``maxEvents=1000`` + ``ack`` batches.
+* latency at R events/s for S seconds: each event is published with ``POST /events`` (open
+  loop); latency = arrival at the sink (push) or in a long-poll response (poll) minus the
+  start of the publish request. p50/p99.
+* fan-out: one event to F push streams; time until the sink has all F.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import sqlalchemy
+
+from tests.support.services import POSTGRES_URL, free_port
+from transmitter.service import Transmitter
+from transmitter.settings import TransmitterSettings
+
+SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+PUSH, POLL = "urn:ietf:rfc:8935", "urn:ietf:rfc:8936"
+BIN = Path(sys.executable).parent
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited: {proc.args}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class Rig:
+    """Transmitter process + sink process + an in-process Transmitter for setup and preloading."""
+
+    def __init__(self, db: str, alg: str, workdir: Path) -> None:
+        self.port, self.sink_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.sink = f"http://127.0.0.1:{self.sink_port}"
+        self.schema: str | None = None
+        env = {
+            "SSF_TRANSMITTER_ISSUER": self.base,
+            "SSF_TRANSMITTER_DEV_MODE": "1",
+            "SSF_TRANSMITTER_SECRET_FILE": str(workdir / "secret"),
+            "SSF_TRANSMITTER_SIGNING_ALG": alg,
+            "SSF_TRANSMITTER_MAX_STREAMS_PER_CLIENT": "5000",
+            "SSF_TRANSMITTER_WORKER_POLL_INTERVAL": "0.5",
+            "SSF_TRANSMITTER_PUSH_BATCH": "512",
+            "SSF_TRANSMITTER_MIN_VERIFICATION_INTERVAL": "0",
+        }
+        if db == "sqlite":
+            env["SSF_TRANSMITTER_DATABASE_URL"] = f"sqlite:///{workdir / 'bench.db'}"
+        else:
+            self.schema = "bench_" + secrets.token_hex(4)
+            env["SSF_TRANSMITTER_DATABASE_URL"] = POSTGRES_URL
+            env["SSF_TRANSMITTER_DATABASE_SCHEMA"] = self.schema
+        self.env = {**os.environ, **env}
+        settings = TransmitterSettings(**{k[16:].lower(): v for k, v in env.items()})
+        self.tx = Transmitter(settings)  # creates schema and key before the server starts
+        self.procs = [
+            subprocess.Popen([str(BIN / "python"), "-m", "bench.transmitter_sink", str(self.sink_port)]),
+            subprocess.Popen(
+                [str(BIN / "ssf"), "transmitter", "serve", "--port", str(self.port)], env=self.env
+            ),
+        ]
+        _wait_http(self.sink + "/stats", self.procs[0])
+        _wait_http(self.base + "/jwks.json", self.procs[1])
+        self.http = httpx.Client(timeout=60)
+
+    def client(self, scopes: list[str] | None = None) -> str:
+        info, _ = self.tx.auth.add_client("c" + secrets.token_hex(6), scopes)
+        return str(self.tx.auth.issue_token(info, None)["access_token"])
+
+    def stream(self, token: str, push: bool) -> dict[str, Any]:
+        delivery = {"method": PUSH, "endpoint_url": self.sink + "/push"} if push else {"method": POLL}
+        r = self.http.post(
+            self.base + "/ssf/streams",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"events_requested": [SESSION_REVOKED], "delivery": delivery},
+        )
+        r.raise_for_status()
+        return dict(r.json())
+
+    def status(self, token: str, sid: str, status: str) -> None:
+        self.http.post(
+            self.base + "/ssf/status",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"stream_id": sid, "status": status},
+        ).raise_for_status()
+
+    def sink_stats(self) -> dict[str, Any]:
+        return dict(self.http.get(self.sink + "/stats").json())
+
+    def reset_sink(self) -> None:
+        self.http.post(self.sink + "/reset")
+
+    def preload(self, n: int) -> None:
+        batch = 500
+        for i in range(0, n, batch):
+            self.tx.publish_many(
+                [
+                    ({"format": "email", "email": f"u{j}@example.com"}, {SESSION_REVOKED: {}}, None)
+                    for j in range(i, min(n, i + batch))
+                ]
+            )
+
+    def close(self) -> None:
+        self.http.close()
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(15)
+        self.tx.close()
+        if self.schema:
+            eng = sqlalchemy.create_engine(POSTGRES_URL)
+            with eng.begin() as conn:
+                conn.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+            eng.dispose()
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+def push_throughput(rig: Rig, n: int, streams: int = 1) -> dict[str, Any]:
+    """N SETs spread over ``streams`` push streams (one SET in flight per stream: order)."""
+    tok = rig.client()
+    sids = [rig.stream(tok, push=True)["stream_id"] for _ in range(streams)]
+    for sid in sids:
+        rig.status(tok, sid, "paused")
+    rig.preload(n // streams)
+    total = (n // streams) * streams
+    rig.reset_sink()
+    t0 = time.time()
+    for sid in sids:
+        rig.status(tok, sid, "enabled")
+    while (st := rig.sink_stats())["count"] < total:
+        time.sleep(0.05)
+    last = max(st["arrivals"].values())
+    for sid in sids:
+        rig.status(tok, sid, "disabled")
+    return {"streams": streams, "n": total, "sets_per_s": round(total / (last - t0))}
+
+
+def poll_throughput(rig: Rig, n: int) -> dict[str, Any]:
+    tok = rig.client()
+    s = rig.stream(tok, push=False)
+    rig.preload(n)
+    url = s["delivery"]["endpoint_url"]
+    got = 0
+    ack: list[str] = []
+    t0 = time.perf_counter()
+    while True:
+        r = rig.http.post(
+            url,
+            headers={"Authorization": f"Bearer {tok}"},
+            json={"maxEvents": 1000, "returnImmediately": True, "ack": ack},
+        )
+        sets = r.json()["sets"]
+        if not sets:
+            break
+        got += len(sets)
+        ack = list(sets)
+    dt = time.perf_counter() - t0
+    rig.status(tok, s["stream_id"], "disabled")
+    return {"n": got, "sets_per_s": round(got / dt)}
+
+
+async def _publish_open_loop(rig: Rig, pub: str, rate: float, seconds: float) -> dict[str, float]:
+    """POST /events at ``rate``/s (aiohttp: httpx cannot sustain this, see perf-anchors c);
+    returns {jti: publish start time}."""
+    started: dict[str, float] = {}
+    headers = {"Authorization": f"Bearer {pub}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+
+        async def one(i: int) -> None:
+            t = time.time()
+            body = {
+                "subject": {"format": "email", "email": f"lat{i}@example.com"},
+                "events": {SESSION_REVOKED: {}},
+            }
+            async with http.post(rig.base + "/events", headers=headers, json=body) as r:
+                data = await r.json()
+            for jti in data["jti"].values():
+                started[jti] = t
+
+        tasks = []
+        t0 = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return started
+
+
+def push_latency(rig: Rig, rate: float, seconds: float) -> dict[str, Any]:
+    tok = rig.client()
+    s = rig.stream(tok, push=True)
+    pub = rig.client(["ssf.publish"])
+    rig.reset_sink()
+    started = asyncio.run(_publish_open_loop(rig, pub, rate, seconds))
+    deadline = time.time() + 30
+    while rig.sink_stats()["count"] < len(started) and time.time() < deadline:
+        time.sleep(0.05)
+    arrivals = rig.sink_stats()["arrivals"]
+    lat = [(arrivals[j] - t) * 1000 for j, t in started.items() if j in arrivals]
+    rig.status(tok, s["stream_id"], "disabled")
+    return {"rate": rate, "n": len(lat), "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2)}
+
+
+def poll_latency(rig: Rig, rate: float, seconds: float) -> dict[str, Any]:
+    tok = rig.client()
+    s = rig.stream(tok, push=False)
+    pub = rig.client(["ssf.publish"])
+    url = s["delivery"]["endpoint_url"]
+    received: dict[str, float] = {}
+    stop = False
+
+    async def receiver() -> None:
+        ack: list[str] = []
+        async with httpx.AsyncClient(timeout=60) as http:
+            while not stop or ack:
+                r = await http.post(
+                    url,
+                    headers={"Authorization": f"Bearer {tok}"},
+                    json={"maxEvents": 1000, "ack": ack, "returnImmediately": stop},
+                )
+                now = time.time()
+                sets = r.json()["sets"]
+                for jti in sets:
+                    received.setdefault(jti, now)
+                ack = list(sets)
+
+    async def run() -> dict[str, float]:
+        nonlocal stop
+        task = asyncio.create_task(receiver())
+        await asyncio.sleep(0.2)
+        started = await _publish_open_loop(rig, pub, rate, seconds)
+        deadline = time.time() + 30
+        while len(received) < len(started) and time.time() < deadline:
+            await asyncio.sleep(0.05)
+        stop = True
+        rig.tx.publish({"format": "email", "email": "wake@example.com"}, {SESSION_REVOKED: {}})
+        await task
+        return started
+
+    started = asyncio.run(run())
+    lat = [(received[j] - t) * 1000 for j, t in started.items() if j in received]
+    rig.status(tok, s["stream_id"], "disabled")
+    return {"rate": rate, "n": len(lat), "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2)}
+
+
+def fan_out(rig: Rig, streams: int) -> dict[str, Any]:
+    tok = rig.client()
+    for _ in range(streams):
+        rig.stream(tok, push=True)
+    rig.reset_sink()
+    t0 = time.time()
+    out = rig.tx.publish({"format": "email", "email": "fan@example.com"}, {SESSION_REVOKED: {}})
+    t_durable = time.time()
+    deadline = time.time() + 60
+    while (st := rig.sink_stats())["count"] < streams and time.time() < deadline:
+        time.sleep(0.02)
+    last = max(st["arrivals"].values()) if st["arrivals"] else float("nan")
+    return {
+        "streams": len(out),
+        "delivered": st["count"],
+        "publish_durable_ms": round((t_durable - t0) * 1000),
+        "all_delivered_ms": round((last - t0) * 1000),
+    }
+
+
+def run(db: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = Rig(db, args.alg, Path(tmp))
+        try:
+            res = {
+                "push_throughput": push_throughput(rig, args.n),
+                "push_throughput_8": push_throughput(rig, args.n, streams=8),
+                "poll_throughput": poll_throughput(rig, args.n),
+                "push_latency": push_latency(rig, args.rate, args.seconds),
+                "poll_latency": poll_latency(rig, args.rate, args.seconds),
+            }
+            if args.fanout:
+                res["fan_out"] = fan_out(rig, args.fanout)
+            return res
+        finally:
+            rig.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.transmitter_bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    ap.add_argument("--n", type=int, default=10000, help="SETs for the throughput runs")
+    ap.add_argument("--rate", type=float, default=200.0, help="events/s for the latency runs")
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of the latency runs")
+    ap.add_argument("--fanout", type=int, default=1000, help="streams for the fan-out run (0 = skip)")
+    ap.add_argument("--alg", default="ES256", help="signing algorithm (RS256 is the CAEP-interop default)")
+    args = ap.parse_args(argv)
+    dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    print(
+        f"transmitter bench: alg={args.alg} n={args.n} rate={args.rate}/s x {args.seconds}s "
+        f"fanout={args.fanout} cpus={os.cpu_count()}"
+    )
+    for db in dbs:
+        res = run(db, args)
+        for name, vals in res.items():
+            print(f"{db:9s} {name:18s} " + "  ".join(f"{k}={v}" for k, v in vals.items()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
