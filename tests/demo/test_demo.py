@@ -144,4 +144,5 @@ def test_a_refusal_that_does_not_come_fails_the_demo(monkeypatch: pytest.MonkeyP
     # The transmitter had no stream to route it to; the other changes were still refused for real.
     assert "no stream asked for this event, so no SET was made" in out
     assert len(re.findall(r"→ 401 invalid_token", out)) == 2
+    assert re.search(r"assurance lowered .*│ still allowed ✗ expected 401 step-up │ +[\d.]+ ms │ +- │", out)
     assert "That is continuous authorization." not in out
