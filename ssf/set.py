@@ -15,19 +15,28 @@ import math
 import os
 import secrets
 import time
-import warnings
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Final, TypeGuard
 
-from joserfc import jws
-from joserfc.errors import JoseError, SecurityWarning
-from joserfc.jwa import JWSAlgModel
+from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 from pydantic_core import from_json
 
-from ssf import uris
+from ssf._jws import (
+    ALG_MODELS,
+    CANONICAL_LAST,
+    FROM_URLSAFE,
+    HMAC_ALGORITHMS,
+    PADDING,
+    REGISTRY,
+    b64url_decode,
+    b64url_encode,
+    header_segment,
+    is_set_typ,
+    signer,
+    verifier,
+)
 from ssf.errors import (
     AuthenticationFailed,
     InvalidAudience,
@@ -41,7 +50,7 @@ from ssf.errors import (
 )
 from ssf.events.base import Event
 from ssf.events.registry import is_standard, parse_event
-from ssf.keys import SIGNING_ALGORITHMS, AnyKey, PublicKeys, SigningKey
+from ssf.keys import AnyKey, PublicKeys, SigningKey
 from ssf.subjects import Subject, parse_subject
 
 __all__ = [
@@ -57,7 +66,6 @@ __all__ = [
 
 #: Asymmetric algorithms accepted by default; HMAC only with an out-of-band secret.
 DEFAULT_ALGORITHMS: Final = ("RS256", "PS256", "ES256", "EdDSA")
-HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 MAX_SET_BYTES: Final = 64 * 1024
 DEFAULT_IAT_SKEW: Final = 300
 _FORBIDDEN_CLAIMS: Final = ("sub", "exp")
@@ -178,53 +186,21 @@ class _JTISource:
 _new_jti: Final = _JTISource()
 
 
-def _alg_model(name: str) -> JWSAlgModel:
-    """joserfc's implementation of a JWS algorithm (looked up once; no per-call registry)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SecurityWarning)  # "EdDSA is deprecated" (RFC 9864)
-        return _REGISTRY.get_alg(name)
-
-
-_REGISTRY: Final = jws.JWSRegistry(
-    algorithms=[*SIGNING_ALGORITHMS, *HMAC_ALGORITHMS], strict_check_header=False
-)
-_ALG_MODELS: Final[dict[str, JWSAlgModel]] = {
-    name: _alg_model(name) for name in (*SIGNING_ALGORITHMS, *HMAC_ALGORITHMS)
-}
-
-
-@lru_cache(maxsize=1024)
-def _header_segment(alg: str, kid: str) -> bytes:
-    """BASE64URL of the SET's JOSE header: constant per signing key, so encoded once."""
-    header = {"alg": alg, "typ": uris.SET_TYP, "kid": kid}
-    return _b64url_encode(json.dumps(header, separators=(",", ":")).encode())
-
-
 def sign_set(token: SecurityEventToken, key: SigningKey) -> str:
     """Sign as compact JWS with ``typ: secevent+jwt`` and the key's ``kid``.
 
-    joserfc's algorithm implementation signs (with its key/algorithm checks); the header
-    segment is cached per (alg, kid) instead of being rebuilt and re-checked per SET.
+    The header segment is encoded once per (alg, kid); the signature comes from a signer
+    prepared once per key (joserfc's key/algorithm checks run at preparation).
     """
-    model = _ALG_MODELS.get(key.alg)
-    if model is None:
+    if key.alg not in ALG_MODELS:
         raise KeyMaterialError(f"unsupported signing algorithm {key.alg!r}")
-    payload = token.claims_json().encode("ascii")
-    signing_input = _header_segment(key.alg, key.kid) + b"." + _b64url_encode(payload)
     try:
-        if _CHECKED_SIGNING_KEYS.get(id(key.key)) != (key.key, key.alg):
-            model.check_key(key.key)
-            if len(_CHECKED_SIGNING_KEYS) >= 64:
-                _CHECKED_SIGNING_KEYS.clear()
-            _CHECKED_SIGNING_KEYS[id(key.key)] = (key.key, key.alg)
-        signature = model.sign(signing_input, key.key)
+        sign = signer(key.key, key.alg)
+        signing_input = header_segment(key.alg, key.kid) + b"." + b64url_encode(token.claims_json().encode())
+        signature = sign(signing_input)
     except (JoseError, ValueError, TypeError) as exc:
         raise KeyMaterialError(f"the key cannot sign with {key.alg}") from exc
-    return (signing_input + b"." + _b64url_encode(signature)).decode("ascii")
-
-
-#: Keys that passed joserfc's key/algorithm check, by id (the tuple keeps the key alive).
-_CHECKED_SIGNING_KEYS: dict[int, tuple[AnyKey, str]] = {}
+    return (signing_input + b"." + b64url_encode(signature)).decode("ascii")
 
 
 def _b64json(segment: str) -> Any:
@@ -389,7 +365,7 @@ class SETVerifier:
         algs = set(algorithms)
         if any(a.lower() == "none" for a in algs):
             raise ValueError("'none' is never an acceptable SET algorithm")
-        unknown = algs - set(_ALG_MODELS)
+        unknown = algs - set(ALG_MODELS)
         if unknown:
             raise ValueError(f"unsupported SET algorithms: {sorted(unknown)}")
         if algs & HMAC_ALGORITHMS and not hmac_secret:
@@ -404,7 +380,7 @@ class SETVerifier:
         self.max_bytes = max_bytes
         self.iat_skew = iat_skew
         self.now = now
-        self._headers: dict[bytes, tuple[str, str | None, JWSAlgModel]] = {}
+        self._headers: dict[bytes, tuple[str, str | None]] = {}
 
     def verify(self, token: str | bytes) -> SecurityEventToken:
         if len(token) > self.max_bytes:
@@ -426,7 +402,7 @@ class SETVerifier:
         checked = self._headers.get(header_seg)
         if checked is None:
             checked = self._check_header(header_seg)
-        alg, kid, model = checked
+        alg, kid = checked
         if alg not in self.algorithms:
             raise InvalidKey(f"algorithm {alg} is not accepted")
         key: AnyKey | None
@@ -440,24 +416,22 @@ class SETVerifier:
                 raise UnknownKeyID(kid)
         if len(signature_seg) > _MAX_SIGNATURE_SEGMENT:
             raise InvalidRequest("SET signature is too long")
-        # _b64url_decode, inlined for the two hot segments
+        # b64url_decode, inlined for the two hot segments
         sig_pad, payload_pad = -len(signature_seg) % 4, -len(payload_seg) % 4
         if (
             sig_pad == 3
             or payload_pad == 3
-            or (sig_pad and signature_seg[-1] not in _CANONICAL_LAST[sig_pad])
-            or (payload_pad and payload_seg[-1] not in _CANONICAL_LAST[payload_pad])
+            or (sig_pad and signature_seg[-1] not in CANONICAL_LAST[sig_pad])
+            or (payload_pad and payload_seg[-1] not in CANONICAL_LAST[payload_pad])
         ):
             raise InvalidRequest("SET is not base64url-encoded compact JWS")
         try:
-            signature = _a2b(signature_seg.translate(_FROM_URLSAFE) + _PADDING[sig_pad], strict_mode=True)
-            payload = _a2b(payload_seg.translate(_FROM_URLSAFE) + _PADDING[payload_pad], strict_mode=True)
+            signature = _a2b(signature_seg.translate(FROM_URLSAFE) + PADDING[sig_pad], strict_mode=True)
+            payload = _a2b(payload_seg.translate(FROM_URLSAFE) + PADDING[payload_pad], strict_mode=True)
         except ValueError:
             raise InvalidRequest("SET is not base64url-encoded compact JWS") from None
         try:
-            if key is self._hmac:
-                model.check_key(key)  # PublicKeys.find already matched type, curve and alg
-            valid = model.verify(raw[: raw.rindex(b".")], signature, key)
+            valid = verifier(key, alg)(raw[: raw.rindex(b".")], signature)
         except (JoseError, ValueError, TypeError):
             raise InvalidKey(f"the key cannot verify {alg}") from None
         if not valid:
@@ -470,17 +444,17 @@ class SETVerifier:
             raise InvalidRequest("SET payload must be a JSON object")
         return self.check_claims(parse_claims(claims))
 
-    def _check_header(self, segment: bytes) -> tuple[str, str | None, JWSAlgModel]:
+    def _check_header(self, segment: bytes) -> tuple[str, str | None]:
         if len(segment) > _MAX_HEADER_SEGMENT:
             raise InvalidRequest("JOSE header is too long")
         try:
-            header = from_json(_b64url_decode(segment), allow_inf_nan=False)
+            header = from_json(b64url_decode(segment), allow_inf_nan=False)
         except ValueError:
             raise InvalidRequest("JOSE header is not base64url JSON") from None
         if type(header) is not dict:
             raise InvalidRequest("JOSE header must be a JSON object")
         alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
-        if not _is_set_typ(typ):
+        if not is_set_typ(typ):
             raise InvalidRequest("JOSE header 'typ' must be 'secevent+jwt'")
         if type(alg) is not str or alg.lower() == "none":
             raise InvalidRequest("unsigned SETs are refused")
@@ -493,10 +467,10 @@ class SETVerifier:
         if header.get("b64", True) is not True:
             raise InvalidRequest("unencoded JWS payloads are refused")
         try:
-            _REGISTRY.check_header(header)
+            REGISTRY.check_header(header)
         except JoseError:
             raise InvalidRequest("JOSE header has a malformed registered member") from None
-        checked = (alg, kid, _ALG_MODELS[alg])
+        checked = (alg, kid)
         if len(self._headers) >= _HEADER_CACHE_SIZE:
             self._headers.clear()
         self._headers[segment] = checked
@@ -514,38 +488,7 @@ class SETVerifier:
         return set_
 
 
-#: base64url → base64; '+', '/' and '=' become '!', which strict decoding refuses.
-_FROM_URLSAFE: Final = bytes.maketrans(b"-_+/=", b"+/!!!")
-_CANONICAL_LAST: Final = (b"", b"AEIMQUYcgkosw048", b"AQgw")
-_PADDING: Final = (b"", b"=", b"==", b"===")
 _a2b: Final = binascii.a2b_base64
-
-
-_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
-
-
-def _b64url_encode(data: bytes) -> bytes:
-    """Unpadded base64url (RFC 7515 §2)."""
-    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
-
-
-def _b64url_decode(segment: bytes) -> bytes:
-    """Strict unpadded base64url (RFC 7515 §2): other alphabets, padding, stray characters
-    and non-zero trailing bits are errors (``ValueError``), as in joserfc's decoder."""
-    pad = -len(segment) % 4
-    if pad == 3 or (pad and segment[-1] not in _CANONICAL_LAST[pad]):
-        raise ValueError("not canonical base64url")
-    return binascii.a2b_base64(segment.translate(_FROM_URLSAFE) + b"=" * pad, strict_mode=True)
-
-
-def _is_set_typ(typ: object) -> bool:
-    """RFC 7515 §4.1.9: ``typ`` compares case-insensitively; ``application/`` may be omitted."""
-    if type(typ) is not str:
-        return False
-    value = typ.lower()
-    return value == uris.SET_TYP or value == uris.SET_MEDIA_TYPE
-
-
 _PUBLIC_KEY_MARKERS: Final = (b"-----BEGIN", b"ssh-rsa ", b"ssh-ed25519 ", b"ecdsa-sha2-", b'{"kty"')
 
 

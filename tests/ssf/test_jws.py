@@ -1,0 +1,96 @@
+"""ssf._jws: prepared signers/verifiers agree with joserfc's own algorithm implementations,
+strict base64url, header segment and typ rules."""
+
+from __future__ import annotations
+
+import pytest
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+
+from ssf._jws import (
+    ALG_MODELS,
+    b64url_decode,
+    b64url_encode,
+    header_segment,
+    is_set_typ,
+    signer,
+    verifier,
+)
+from ssf.keys import PublicKeys, generate_signing_key
+
+from .helpers import b64url_json, public_keys, signing_key
+
+ALGS = ["RS256", "PS256", "ES256", "EdDSA"]
+MSG = b"eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJ4In0"
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_prepared_primitives_interoperate_with_joserfc(alg: str) -> None:
+    key = signing_key(alg)
+    public = public_keys(key).find(key.kid, alg)
+    assert public is not None
+    model = ALG_MODELS[alg]
+    ours = signer(key.key, alg)(MSG)
+    assert model.verify(MSG, ours, public)  # joserfc accepts our signature
+    theirs = model.sign(MSG, key.key)
+    check = verifier(public, alg)
+    assert check(MSG, theirs) and check(MSG, ours)  # we accept joserfc's and our own
+    assert not check(MSG + b"x", ours)
+    assert not check(MSG, ours[:-1] + bytes([ours[-1] ^ 1]))
+    assert not check(MSG, b"")
+
+
+def test_prepared_callables_are_cached_per_key_object() -> None:
+    key = signing_key("ES256")
+    assert signer(key.key, "ES256") is signer(key.key, "ES256")
+    public = public_keys(key).find(key.kid, "ES256")
+    assert public is not None
+    assert verifier(public, "ES256") is verifier(public, "ES256")
+    other = PublicKeys.from_jwks({"keys": [key.public_jwk()]}).find(key.kid, "ES256")
+    assert other is not None and verifier(other, "ES256") is not verifier(public, "ES256")
+
+
+def test_es256_signature_must_be_raw_r_s_of_the_curve_size() -> None:
+    key = signing_key("ES256")
+    public = public_keys(key).find(key.kid, "ES256")
+    assert public is not None
+    sig = signer(key.key, "ES256")(MSG)
+    assert len(sig) == 64
+    check = verifier(public, "ES256")
+    assert not check(MSG, sig + b"\x00") and not check(MSG, sig[:63]) and not check(MSG, bytes(64))
+
+
+def test_key_that_does_not_fit_the_algorithm_is_refused_at_preparation() -> None:
+    with pytest.raises(JoseError):
+        signer(signing_key("ES256").key, "RS256")
+    with pytest.raises(JoseError):
+        verifier(signing_key("EdDSA").key, "ES256")
+
+
+def test_hmac_goes_through_joserfc() -> None:
+    key = OctKey.import_key(b"a shared secret that is long enough!")
+    sig = signer(key, "HS256")(MSG)
+    assert verifier(key, "HS256")(MSG, sig) and not verifier(key, "HS256")(MSG, sig[::-1])
+
+
+@pytest.mark.parametrize("data", [b"", b"f", b"fo", b"foo", b"\xff\xfe\xfd\x00", bytes(range(256))])
+def test_b64url_round_trip(data: bytes) -> None:
+    encoded = b64url_encode(data)
+    assert b"=" not in encoded and b"+" not in encoded and b"/" not in encoded
+    assert b64url_decode(encoded) == data
+
+
+@pytest.mark.parametrize("bad", [b"a", b"ab=", b"a+b/", b"Zm9v!", b"Zm9=", b"Zh", b"Zm9vYg=", b"Zm 9v"])
+def test_b64url_decode_is_strict(bad: bytes) -> None:
+    with pytest.raises(ValueError):
+        b64url_decode(bad)
+
+
+def test_header_segment_and_typ() -> None:
+    key = generate_signing_key("ES256", kid="hk")
+    assert (
+        header_segment("ES256", "hk")
+        == b64url_json({"alg": "ES256", "typ": "secevent+jwt", "kid": key.kid}).encode()
+    )
+    assert is_set_typ("secevent+jwt") and is_set_typ("Application/SecEvent+JWT")
+    assert not is_set_typ("jwt") and not is_set_typ(None) and not is_set_typ(["secevent+jwt"])
