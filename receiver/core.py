@@ -76,7 +76,7 @@ class Receiver:
             s.database_url, s.redis_url, s.redis_namespace, s.jti_retention
         )
         self.state = RevocationState()
-        self.jtis = JtiTracker(s.jti_retention)
+        self.jtis = JtiTracker(s.jti_retention, s.jti_memory)
         self.tokens = TokenCache(s.token_cache_size)
         self.state.listeners.append(self._evict)
         self._own_http = http is None
@@ -317,6 +317,7 @@ class Receiver:
     async def receive(self, token: str | bytes) -> bool:
         """Push: validate, apply, persist. True if new, False for an identical re-send."""
         set_ = await self.verify(token)
+        await self._recall(set_.jti)
         batch = WriteBatch()
         try:
             new = self._accept(token, set_, batch)
@@ -339,6 +340,7 @@ class Receiver:
                 set_ = await self.verify(raw)
                 if set_.jti != jti:
                     raise InvalidRequest("the SET's jti differs from its key in 'sets'")
+                await self._recall(jti)
                 self._accept(raw, set_, batch)
                 acks.append(jti)
             except SETError as exc:
@@ -347,6 +349,13 @@ class Receiver:
         if batch:
             await self._commit(batch)
         return acks, errs
+
+    async def _recall(self, jti: str) -> None:
+        """Past the in-memory capacity, bring back a jti memory dropped but the store holds."""
+        if self.jtis.overflowed and jti not in self.jtis:
+            digest = await self.store.lookup_jti(jti)
+            if digest is not None:
+                self.jtis.add(jti, digest, time.time())
 
     async def _commit(self, batch: WriteBatch) -> None:
         """Make a batch durable. On failure its jtis are forgotten, so the transmitter's retry

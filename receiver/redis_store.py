@@ -134,6 +134,10 @@ class RedisStore:
         data = json.loads(raw)
         return data if isinstance(data, dict) else None
 
+    async def lookup_jti(self, jti: str) -> bytes | None:
+        value = await self.redis.get(f"{self.ns}:j:{jti}")
+        return value if isinstance(value, bytes) else None
+
     def on_remote(self, listener: RemoteListener) -> None:
         self._listeners.append(listener)
 

@@ -69,6 +69,8 @@ class ReceiverSettings(BaseSettings):
     redis_namespace: str = "ssf-receiver"
     #: How long a seen ``jti`` is remembered (dedupe of re-sent SETs survives restarts).
     jti_retention: int = Field(default=7 * 86400, ge=60)
+    #: Seen jtis kept in memory; older ones are looked up in the store when needed.
+    jti_memory: int = Field(default=1_000_000, ge=1)
 
     # --- SET validation --------------------------------------------------------------
     set_algorithms: list[str] = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS))

@@ -304,6 +304,9 @@ class RevocationState:
     by_member: dict[str, list[_ComplexEntry]] = field(default_factory=dict)
     generation: int = 0
     listeners: list[Listener] = field(default_factory=list)
+    #: Kept as cutoffs change, so reporting never walks a million entries.
+    total_cutoffs: int = 0
+    total_revoked: int = 0
 
     # --- writing ---------------------------------------------------------------------
     def apply(self, m: Mutation) -> bool:
@@ -318,6 +321,10 @@ class RevocationState:
             changed = value > old
             if changed:
                 self.cutoffs[key] = math.inf if value == math.inf else value
+                if old == _NEG_INF:
+                    self.total_cutoffs += 1
+                if value == math.inf:
+                    self.total_revoked += 1
         else:
             key = subject_key(subject)
             rec = self.records.get(key)
@@ -393,8 +400,8 @@ class RevocationState:
 
     def counts(self) -> dict[str, int]:
         return {
-            "cutoffs": sum(1 for v in self.cutoffs.values() if v != math.inf),
-            "revoked_sessions": sum(1 for v in self.cutoffs.values() if v == math.inf),
+            "cutoffs": self.total_cutoffs - self.total_revoked,
+            "revoked_sessions": self.total_revoked,
             "subjects": len(self.records),
             "complex_subjects": len(self.complex),
             "disabled": sum(1 for r in self._all_records() if r.disabled and r.disabled[0]),

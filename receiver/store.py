@@ -46,21 +46,31 @@ class WriteBatch:
 
 
 class JtiTracker:
-    """Seen ``jti`` → (digest of the SET, first seen). Insertion order is time order."""
+    """Seen ``jti`` → (digest of the SET, first seen). Insertion order is time order.
 
-    __slots__ = ("_seen", "retention")
+    Memory holds at most ``capacity`` jtis; past it the oldest leave memory (``overflowed``
+    is set) and the receiver asks the store about a jti memory does not know.
+    """
 
-    def __init__(self, retention: float) -> None:
+    __slots__ = ("_seen", "capacity", "overflowed", "retention")
+
+    def __init__(self, retention: float, capacity: int = 1_000_000) -> None:
         self._seen: dict[str, tuple[bytes, float]] = {}
         self.retention = retention
+        self.capacity = capacity
+        self.overflowed = False
 
     def get(self, jti: str) -> bytes | None:
         hit = self._seen.get(jti)
         return None if hit is None else hit[0]
 
     def add(self, jti: str, digest: bytes, at: float) -> None:
-        if jti not in self._seen:
-            self._seen[jti] = (digest, at)
+        seen = self._seen
+        if jti not in seen:
+            seen[jti] = (digest, at)
+            if len(seen) > self.capacity:
+                del seen[next(iter(seen))]
+                self.overflowed = True
 
     def discard(self, jti: str) -> None:
         """Forget one jti (its SET could not be made durable: a retry must re-apply it)."""
@@ -109,6 +119,9 @@ class StateStore(Protocol):
 
     async def load_stream(self, issuer: str) -> dict[str, Any] | None: ...
 
+    async def lookup_jti(self, jti: str) -> bytes | None:
+        """The stored digest of a jti, or None (asked only when memory overflowed)."""
+
     def on_remote(self, listener: RemoteListener) -> None:
         """Register for changes made by other instances (shared stores only)."""
 
@@ -141,6 +154,9 @@ class MemoryStore:
 
     async def load_stream(self, issuer: str) -> dict[str, Any] | None:
         return self.streams.get(issuer)
+
+    async def lookup_jti(self, jti: str) -> bytes | None:
+        return None
 
     def on_remote(self, listener: RemoteListener) -> None:
         return None
@@ -326,6 +342,14 @@ class SQLStore:
             return None
         loaded = json.loads(data)
         return loaded if isinstance(loaded, dict) else None
+
+    async def lookup_jti(self, jti: str) -> bytes | None:
+        def run() -> bytes | None:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(jti_table.c.digest).where(jti_table.c.jti == jti)).first()
+            return None if row is None else bytes(row[0])
+
+        return await asyncio.to_thread(run)
 
     def on_remote(self, listener: RemoteListener) -> None:
         return None

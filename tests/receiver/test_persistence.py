@@ -161,3 +161,18 @@ def test_redis_backed_receivers_refuse_on_every_instance(fake: FakeTransmitter, 
             assert one.whoami(token).status_code == 401
             two.wait(lambda: two.whoami(token).status_code == 401, "fan-out to the second instance")
     asyncio.run(RedisStore(url, namespace=ns).clear())
+
+
+def test_jtis_beyond_memory_capacity_are_recalled_from_the_store(
+    fake: FakeTransmitter, tmp_path: Path
+) -> None:
+    with run_receiver(fake, tmp_path, jti_memory=2, verify_on_start=False) as rcv:
+        sets = [fake.sign(Subject.opaque(f"cap-{i}"), SessionRevoked(), jti=f"cap-{i}") for i in range(4)]
+        for s in sets:
+            assert rcv.push(s).status_code == 202
+        assert len(rcv.receiver.jtis) == 2 and rcv.receiver.jtis.overflowed
+        accepted = rcv.receiver.stats["accepted"]
+        assert rcv.push(sets[0]).status_code == 202  # an identical re-send: recalled, not re-applied
+        assert rcv.receiver.stats["accepted"] == accepted
+        reuse = fake.sign(Subject.opaque("other"), SessionRevoked(), jti="cap-1")
+        assert rcv.push(reuse).json()["err"] == "invalid_request"

@@ -164,3 +164,13 @@ def _tie(muts: list[Mutation], user: str) -> bool:
         if m.field == DISABLED and m.subject["sub"] == user:
             seen.setdefault(m.at, set()).add(m.value)
     return any(len(v) > 1 for v in seen.values())
+
+
+def test_counts_follow_changes() -> None:
+    s = RevocationState()
+    s.apply(Mutation(Subject.opaque("a"), CUTOFF, 5.0, 5))
+    s.apply(Mutation(Subject.iss_sub(ISS, "u"), CUTOFF, 5.0, 5))
+    assert (s.counts()["cutoffs"], s.counts()["revoked_sessions"]) == (2, 0)
+    s.apply(Mutation(Subject.opaque("a"), CUTOFF, math.inf, 6))
+    s.apply(Mutation(Subject.opaque("a"), CUTOFF, math.inf, 7))
+    assert (s.counts()["cutoffs"], s.counts()["revoked_sessions"]) == (1, 1)
