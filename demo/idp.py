@@ -11,33 +11,28 @@ It is what a real identity provider does, reduced to what the demo needs:
   receiver subscribed to that transmitter hears of it.
 
 It is not part of the transmitter's API and is not meant for production: there are no
-passwords, and the ``/login`` and ``/admin/*`` routes are unauthenticated (loopback only).
+passwords, and the ``/login`` and ``/admin/*`` routes of its HTTP face (:mod:`demo.idp_http`)
+are unauthenticated (loopback only).
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hmac
+import functools
 import itertools
 import secrets
 import time
-import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-import httpx
 from joserfc import jwt
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from demo.publisher import PublishError, PublishResult, TransmitterPublisher
+from demo.publisher import PublishResult, TransmitterPublisher
 from ssf.events import AssuranceLevelChange, DeviceComplianceChange, SessionRevoked
 from ssf.keys import KeySet, SigningKey, generate_signing_key
 from ssf.subjects import Subject
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 __all__ = [
     "ACCESS_TOKEN_TYP",
@@ -149,7 +144,6 @@ class DemoIdP:
         self.trust_env = trust_env
         self._state = _State()
         self._sid_counter = itertools.count(1)
-        self.app = self._build_app()
 
     # -- tokens ----------------------------------------------------------------------------
 
@@ -303,152 +297,12 @@ class DemoIdP:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def _build_app(self) -> Starlette:
-        @contextlib.asynccontextmanager
-        async def lifespan(_: Starlette) -> AsyncIterator[None]:
-            # One pooled client per server loop for the publish calls.
-            if self.publisher is None or self.publisher.client is not None:
-                yield
-                return
-            async with httpx.AsyncClient(timeout=10.0, trust_env=self.trust_env) as client:
-                self.publisher.client = client
-                try:
-                    yield
-                finally:
-                    self.publisher.client = None
+    @functools.cached_property
+    def app(self) -> Starlette:
+        """The identity provider's HTTP face (:mod:`demo.idp_http`)."""
+        from demo.idp_http import build_app  # that module builds on this one, not the reverse
 
-        return Starlette(
-            routes=[
-                Route("/.well-known/oauth-authorization-server", self._metadata, methods=["GET"]),
-                Route("/jwks.json", self._jwks, methods=["GET"]),
-                Route("/oauth/token", self._token, methods=["POST"]),
-                Route("/login", self._login, methods=["POST"]),
-                Route("/admin/sessions/{sid}/end", self._end_session, methods=["POST"]),
-                Route("/admin/devices/{device_id}/compliance", self._device, methods=["POST"]),
-                Route("/admin/users/{username}/assurance", self._assurance, methods=["POST"]),
-            ],
-            lifespan=lifespan,
-        )
-
-    async def _metadata(self, _: Request) -> JSONResponse:
-        """RFC 8414 metadata: where the keys and the token endpoint are."""
-        return JSONResponse(
-            {
-                "issuer": self.issuer,
-                "jwks_uri": f"{self.issuer}/jwks.json",
-                "token_endpoint": f"{self.issuer}/oauth/token",
-                "grant_types_supported": ["client_credentials"],
-                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            }
-        )
-
-    async def _token(self, request: Request) -> JSONResponse:
-        """RFC 6749 §4.4 client credentials; errors per §5.2."""
-        form = dict(urllib.parse.parse_qsl((await request.body()).decode("utf-8", "replace")))
-        client_id, secret = form.get("client_id"), form.get("client_secret")
-        auth = request.headers.get("authorization", "")
-        if auth[:6].lower() == "basic ":
-            try:
-                raw = base64.b64decode(auth[6:].strip(), validate=True).decode()
-            except (ValueError, UnicodeDecodeError):
-                raw = ""
-            user, _, password = raw.partition(":")
-            client_id, secret = urllib.parse.unquote(user), urllib.parse.unquote(password)
-        client = self.oauth_clients.get(client_id or "")
-        if client is None or not secret or not hmac.compare_digest(client.secret, secret):
-            return _oauth_error("invalid_client", "client authentication failed", 401)
-        if form.get("grant_type") != "client_credentials":
-            return _oauth_error("unsupported_grant_type", "only client_credentials is supported", 400)
-        try:
-            body = self.client_token(client.client_id, form.get("scope"))
-        except IdPError as exc:
-            return _oauth_error("invalid_scope", exc.description, 400)
-        return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
-
-    async def _jwks(self, _: Request) -> JSONResponse:
-        return JSONResponse(self.jwks(), headers={"Cache-Control": "max-age=300"})
-
-    async def _login(self, request: Request) -> JSONResponse:
-        return await _answer(request, self._do_login)
-
-    async def _do_login(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        issued = self.login(
-            _str(body, "username"),
-            device_id=_str(body, "device_id", "device-1"),
-            acr=_str(body, "acr", "nist-aal2"),
-        )
-        return {
-            "access_token": issued.access_token,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-            "sid": issued.session.sid,
-        }
-
-    async def _end_session(self, request: Request) -> JSONResponse:
-        async def run(r: Request, _: dict[str, Any]) -> dict[str, Any]:
-            return await self._published(self.end_session(r.path_params["sid"]))
-
-        return await _answer(request, run)
-
-    async def _device(self, request: Request) -> JSONResponse:
-        async def run(r: Request, body: dict[str, Any]) -> dict[str, Any]:
-            change = self.set_device_compliance(
-                _str(body, "username"), r.path_params["device_id"], _str(body, "status")
-            )
-            return await self._published(change)
-
-        return await _answer(request, run)
-
-    async def _assurance(self, request: Request) -> JSONResponse:
-        async def run(r: Request, body: dict[str, Any]) -> dict[str, Any]:
-            return await self._published(
-                self.set_assurance_level(r.path_params["username"], _str(body, "level"))
-            )
-
-        return await _answer(request, run)
-
-    @staticmethod
-    async def _published(change: Coroutine[Any, Any, PublishResult]) -> dict[str, Any]:
-        result = await change
-        return {
-            "jti": result.jti,
-            "publish_ms": round(result.duration * 1000, 2),
-            "published_at": result.returned_at,
-        }
-
-
-Handler = Callable[[Request, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-async def _answer(request: Request, handler: Handler) -> JSONResponse:
-    try:
-        body = await request.json() if await request.body() else {}
-    except ValueError:
-        return JSONResponse({"error": "invalid_request", "error_description": "body is not JSON"}, 400)
-    if not isinstance(body, dict):
-        return JSONResponse({"error": "invalid_request", "error_description": "body must be an object"}, 400)
-    try:
-        return JSONResponse(await handler(request, body))
-    except IdPError as exc:
-        return JSONResponse(
-            {"error": "invalid_request", "error_description": exc.description}, exc.status_code
-        )
-    except PublishError as exc:
-        return JSONResponse({"error": "temporarily_unavailable", "error_description": str(exc)}, 502)
-
-
-def _oauth_error(error: str, description: str, status: int) -> JSONResponse:
-    headers = {"Cache-Control": "no-store"}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="demo-idp"'
-    return JSONResponse({"error": error, "error_description": description}, status, headers=headers)
-
-
-def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str) or not value:
-        raise IdPError(f"'{name}' must be a non-empty string")
-    return value
+        return build_app(self)
 
 
 def _now() -> float:

@@ -14,8 +14,7 @@ import signal
 import statistics
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,13 +23,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from demo.api import ALLOWED, INVALID_TOKEN, STEP_UP, call, wait_until
-from demo.stack import API_AUDIENCE, LONG_POLL_SECONDS, REQUIRED_ACR, Api, Stack
+from demo.scenarios import SCENARIOS, USER, Scenario, event_name
+from demo.stack import API_AUDIENCE, LONG_POLL_SECONDS, Api, Stack
 from demo.timeline import Outcome, Timeline
-from ssf.events import AssuranceLevelChange, DeviceComplianceChange, SessionRevoked
 
 __all__ = ["DemoFailed", "main"]
 
-USER: Final = "ada"
 #: How long an API may take to refuse after the change before the demo calls it a failure.
 REFUSAL_TIMEOUT: Final = 10.0
 log = logging.getLogger("demo")
@@ -38,77 +36,6 @@ log = logging.getLogger("demo")
 
 class DemoFailed(RuntimeError):
     """Something the demo relies on did not happen; the message says what."""
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    title: str
-    #: Short labels for the results table: the change, and its undoing.
-    label: str
-    explanation: str
-    event_type: str
-    device_id: str
-    acr: str
-    #: What the identity provider does, as told on the timeline.
-    action: str
-    expected: str
-    #: The identity provider's admin route and body that make the change.
-    route: Callable[[str], tuple[str, dict[str, Any]]]
-    #: How the change is undone, and the expected answer afterwards (None: not undone).
-    undo: tuple[str, Callable[[str], tuple[str, dict[str, Any]]]] | None = None
-
-
-def _name(uri: str) -> str:
-    return uri.rsplit("/", 1)[-1]
-
-
-SCENARIOS: Final = (
-    Scenario(
-        "1. The user's session is ended",
-        "session ended",
-        "Ada signs in on her laptop. Later an administrator ends that session at the identity "
-        "provider. Her access token still has almost an hour to live.",
-        SessionRevoked.event_type,
-        "laptop-1",
-        "nist-aal2",
-        "an administrator ends Ada's session {sid}",
-        INVALID_TOKEN,
-        lambda sid: (f"/admin/sessions/{sid}/end", {}),
-    ),
-    Scenario(
-        "2. The device falls out of compliance",
-        "device not compliant|device compliant again",
-        "Ada signs in on a second laptop. Device management then reports that its disk "
-        "encryption was turned off: the device is no longer compliant.",
-        DeviceComplianceChange.event_type,
-        "laptop-2",
-        "nist-aal2",
-        "device management reports laptop-2 not-compliant",
-        INVALID_TOKEN,
-        lambda _: ("/admin/devices/laptop-2/compliance", {"username": USER, "status": "not-compliant"}),
-        (
-            "device management reports laptop-2 compliant again",
-            lambda _: ("/admin/devices/laptop-2/compliance", {"username": USER, "status": "compliant"}),
-        ),
-    ),
-    Scenario(
-        "3. The user's assurance level drops",
-        "assurance lowered|assurance restored",
-        f"The API requires assurance level {REQUIRED_ACR} (e.g. password and security key). Ada "
-        "signs in at that level; then her security key is removed from her account, so the "
-        "identity provider lowers her level to nist-aal1. The API now asks her to step up (RFC 9470).",
-        AssuranceLevelChange.event_type,
-        "laptop-3",
-        "nist-aal2",
-        "Ada's security key is removed: assurance nist-aal2 → nist-aal1",
-        STEP_UP,
-        lambda _: (f"/admin/users/{USER}/assurance", {"level": "nist-aal1"}),
-        (
-            "Ada steps up with a new security key: assurance back to nist-aal2",
-            lambda _: (f"/admin/users/{USER}/assurance", {"level": "nist-aal2"}),
-        ),
-    ),
-)
 
 
 class Demo:
@@ -224,7 +151,7 @@ class Demo:
             routed = "[red]no stream asked for this event, so no SET was made[/]"
         t.log(
             "IdP",
-            f"{text} → publishes CAEP [bold]{_name(sc.event_type)}[/]; the transmitter stored it "
+            f"{text} → publishes CAEP [bold]{event_name(sc.event_type)}[/]; the transmitter stored it "
             f"durably in {published['publish_ms']:.1f} ms {routed}",
             at=seen,
         )
@@ -244,7 +171,7 @@ class Demo:
         self, sc: Scenario, api: Api, label: str, expected: str, result: Any, publish_ms: float
     ) -> None:
         t = self.timeline
-        event = _name(sc.event_type)
+        event = event_name(sc.event_type)
         if result is None:
             what = "still allowed" if expected != ALLOWED else "still refused"
             t.log(api.name, f"[red bold]{what} after {self.refusal_timeout:g} s: expected {expected}[/]")
