@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from receiver.core import Receiver
 from receiver.middleware import ContinuousAuthMiddleware
@@ -79,6 +79,10 @@ def create_app(
     async def health() -> JSONResponse:
         status = rcv.status()
         return JSONResponse(status, status_code=200 if status["ready"] or not status["issuer"] else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(rcv.metrics_text(), media_type="text/plain; version=0.0.4")
 
     if protected_demo:
         app.mount("/protected", ContinuousAuthMiddleware(_protected_app(), receiver=rcv, policy=policy))

@@ -436,6 +436,33 @@ class Receiver:
             self.state.apply(m)
 
     # --- reporting ------------------------------------------------------------------
+    def metrics_text(self) -> str:
+        """Prometheus text exposition of the counters and state sizes."""
+        lines = ["# TYPE ssf_receiver_sets_total counter"]
+        requests = ["# TYPE ssf_receiver_requests_total counter"]
+        for name, value in sorted(self.stats.items()):
+            if name.startswith("request_refused:"):
+                requests.append(
+                    f'ssf_receiver_requests_total{{outcome="refused",error="{name[16:]}"}} {value}'
+                )
+            elif name == "request_authorized":
+                requests.append(f'ssf_receiver_requests_total{{outcome="authorized"}} {value}')
+            else:
+                lines.append(f'ssf_receiver_sets_total{{outcome="{name}"}} {value}')
+        lines += requests
+        lines.append("# TYPE ssf_receiver_state gauge")
+        for kind, value in self.state.counts().items():
+            lines.append(f'ssf_receiver_state{{kind="{kind}"}} {value}')
+        lines += [
+            "# TYPE ssf_receiver_jtis gauge",
+            f"ssf_receiver_jtis {len(self.jtis)}",
+            "# TYPE ssf_receiver_cached_tokens gauge",
+            f"ssf_receiver_cached_tokens {len(self.tokens)}",
+            "# TYPE ssf_receiver_ready gauge",
+            f"ssf_receiver_ready {int(self.verifier is not None)}",
+        ]
+        return "\n".join(lines) + "\n"
+
     def status(self) -> dict[str, Any]:
         return {
             "issuer": self.metadata.issuer if self.metadata else self.settings.transmitter_issuer,

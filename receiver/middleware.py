@@ -78,7 +78,9 @@ class ContinuousAuthMiddleware:
             await self.app(scope, receive, send)
             return
         outcome = await self.authorize(scope)
+        stats = self.receiver.stats
         if isinstance(outcome, Decision):
+            stats["request_refused:" + (outcome.error or "no_token")] += 1
             if kind == "websocket":
                 # RFC 6455 §7.4.1: 1008 policy violation (the handshake is refused).
                 await send({"type": "websocket.close", "code": 1008, "reason": outcome.description or ""})
@@ -87,6 +89,7 @@ class ContinuousAuthMiddleware:
             else:
                 await self._refuse(send, outcome)
             return
+        stats["request_authorized"] += 1
         st = scope.get("state")
         if st is None:
             scope["state"] = {"principal": outcome}

@@ -47,3 +47,12 @@ def test_status_prints_stream_and_counts(tmp_path: Path, monkeypatch: pytest.Mon
     assert out["state"]["revoked_sessions"] == 1 and out["jtis"] == 1
     text = CliRunner().invoke(app, ["status"])
     assert "st-1" in text.output and "revoked_sessions: 1" in text.output
+
+
+def test_serve_command_is_mounted_under_ssf() -> None:
+    from ssfcli.main import app as ssf_app
+
+    result = CliRunner().invoke(ssf_app, ["receiver", "serve", "--help"])
+    assert result.exit_code == 0
+    for option in ("--host", "--port", "--no-demo"):
+        assert option in result.output

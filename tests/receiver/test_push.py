@@ -241,3 +241,15 @@ def test_storage_failure_is_503_and_the_retry_is_applied(fake: FakeTransmitter, 
         store.fail = False
         assert http.post("/ssf/push", content=token, headers=headers).status_code == 202
         assert store.commits == 1  # the retry was applied and stored, not taken for a duplicate
+
+
+def test_metrics_count_sets_and_requests(rcv: Running) -> None:
+    token = rcv.fake.mint("mona", sid="mo-1")
+    assert rcv.whoami(token).status_code == 200
+    assert rcv.push(rcv.fake.sign(Subject.opaque("mo-1"), SessionRevoked())).status_code == 202
+    assert rcv.whoami(token).status_code == 401
+    text = rcv.http.get("/metrics").text
+    assert 'ssf_receiver_sets_total{outcome="accepted"}' in text
+    assert 'ssf_receiver_requests_total{outcome="refused",error="invalid_token"}' in text
+    assert 'ssf_receiver_requests_total{outcome="authorized"}' in text
+    assert "ssf_receiver_ready 1" in text
