@@ -18,6 +18,8 @@ client_app = typer.Typer(help="OAuth clients of the built-in token endpoint.", n
 keys_app = typer.Typer(help="Signing keys.", no_args_is_help=True)
 app.add_typer(client_app, name="client")
 app.add_typer(keys_app, name="keys")
+streams_app = typer.Typer(help="Operator actions on streams.", no_args_is_help=True)
+app.add_typer(streams_app, name="streams")
 
 
 @app.callback()
@@ -36,8 +38,10 @@ def _tx() -> Transmitter:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8080, help="TCP port."),
+    ssl_certfile: str | None = typer.Option(None, help="TLS certificate chain (PEM) to serve https."),
+    ssl_keyfile: str | None = typer.Option(None, help="TLS private key (PEM)."),
 ) -> None:
-    """Run the transmitter (uvicorn, uvloop, httptools, no access log)."""
+    """Run the transmitter (uvicorn, uvloop, httptools, no access log; TLS >= 1.2 with a cert)."""
     import uvicorn
 
     from transmitter.app import create_app
@@ -48,7 +52,15 @@ def serve(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(application, host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
 
 
 @client_app.command("add")
@@ -127,3 +139,39 @@ def keys_list() -> None:
     for k in tx.keys.all():
         state = "active" if k.kid == active else f"retired_at={k.retired_at}"
         typer.echo(f"{k.kid}\t{k.alg}\tcreated_at={k.created_at}\t{state}")
+
+
+@streams_app.command("list")
+def streams_list() -> None:
+    """Every stream with its owner, method, status and queue."""
+    tx = _tx()
+    for st in tx.list_streams():
+        counts = tx.outbox_counts(st.stream_id)
+        queue = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        typer.echo(f"{st.stream_id}\t{st.owner}\t{st.method}\t{st.status}\t{st.endpoint_url or ''}\t{queue}")
+
+
+@streams_app.command("status")
+def streams_status(
+    stream_id: str,
+    status: str = typer.Argument(..., help="enabled, paused or disabled"),
+    reason: str | None = typer.Option(None, help="Reason sent in the stream-updated event."),
+) -> None:
+    """Change a stream's status as the operator: the receiver gets a stream-updated event."""
+    try:
+        body = _tx().set_status(stream_id, status, reason)
+    except SSFError as exc:
+        typer.echo(f"error: {exc.description}", err=True)
+        raise typer.Exit(2) from None
+    sys.stdout.write(json.dumps(body) + "\n")
+
+
+@streams_app.command("verify")
+def streams_verify(stream_id: str) -> None:
+    """Send a transmitter-initiated verification event (it carries no state)."""
+    try:
+        jti = _tx().send_verification(stream_id)
+    except SSFError as exc:
+        typer.echo(f"error: {exc.description}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(jti)

@@ -80,13 +80,13 @@ _ROUTE_STREAMS = select(
     stream_t.c.default_subjects,
     stream_t.c.status,
 ).where(stream_t.c.status != "disabled")
-_ROUTE_SUBJECTS = select(subject_t.c.stream_id, subject_t.c.subject_json, subject_t.c.included).where(
-    or_(subject_t.c.subject_key.in_(bindparam("keys", expanding=True)), subject_t.c.is_complex.is_(True))
-)
+_ROUTE_SUBJECTS = select(
+    subject_t.c.stream_id, subject_t.c.subject_json, subject_t.c.included, subject_t.c.verified
+).where(or_(subject_t.c.subject_key.in_(bindparam("keys", expanding=True)), subject_t.c.is_complex.is_(True)))
 _INSERT = outbox_t.insert()
 
 
-def route(conn: Connection, subject: Subject, event_type: str) -> list[Target]:
+def route(conn: Connection, subject: Subject, event_type: str, *, unverified: bool = False) -> list[Target]:
     """SSF §8.1.3.1: every enabled or paused stream that delivers ``event_type`` and covers
     ``subject`` (default ALL minus removed subjects, or NONE plus added subjects)."""
     rows = conn.execute(_ROUTE_STREAMS).all()
@@ -103,6 +103,8 @@ def route(conn: Connection, subject: Subject, event_type: str) -> list[Target]:
     for s in subs:
         if s.stream_id not in wanted or s.stream_id in (included if s.included else excluded):
             continue
+        if s.included and not s.verified and not unverified:
+            continue  # the receiver has not verified this subject: it starts no events
         if _matches(_subject(s.subject_json), subject):
             (included if s.included else excluded).add(s.stream_id)
     out = []

@@ -334,7 +334,8 @@ class Transmitter:
             paused: set[str] = set()
             for subject, event_type, event, txn in parsed:
                 result: dict[str, str] = {}
-                for r in outbox.route(conn, subject, event_type):
+                unverified = self.settings.unverified_subjects == "include"
+                for r in outbox.route(conn, subject, event_type, unverified=unverified):
                     row = outbox.build(
                         issuer=self.issuer,
                         key=key,
@@ -409,10 +410,23 @@ class Transmitter:
                     )
                     .values(state=EXPIRED, last_error="paused retention: age limit", done_at=now)
                 )
+            if self.settings.outbox_keep_seconds:
+                conn.execute(
+                    outbox_t.delete().where(
+                        outbox_t.c.state != PENDING,
+                        outbox_t.c.done_at < now - self.settings.outbox_keep_seconds,
+                    )
+                )
         for r in idle:
             if r.last_activity + r.inactivity_timeout < now:
                 self.set_status(r.stream_id, self.settings.inactivity_action, "inactivity timeout")
         self.keys.prune()
+
+    def list_streams(self) -> list[Stream]:
+        """Every stream (operator view; authorization headers stay encrypted)."""
+        with begin(self.engine) as conn:
+            rows = conn.execute(select(stream_t).order_by(stream_t.c.created_at)).all()
+        return [Stream.from_row(r, None) for r in rows]
 
     def outbox_counts(self, stream_id: str) -> dict[str, int]:
         with begin(self.engine) as conn:

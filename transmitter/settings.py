@@ -63,6 +63,10 @@ class TransmitterSettings(BaseSettings):
     paused_retention_seconds: int = Field(default=7 * 86400, ge=1)
     paused_max_events: int = Field(default=100_000, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: SSF §8.1.3.2: a subject added with ``verified: false`` starts no events unless "include".
+    unverified_subjects: Literal["ignore", "include"] = "ignore"
+    #: Delivered, refused and expired outbox rows are kept this long for inspection.
+    outbox_keep_seconds: int = Field(default=86400, ge=0)
 
     # push delivery
     #: Hosts or CIDR networks push may reach even if private or loopback (SSRF guard).

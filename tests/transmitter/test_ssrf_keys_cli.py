@@ -204,3 +204,41 @@ def test_database_url_normalisation() -> None:
         "postgresql+psycopg://"
     )
     assert TransmitterSettings().database_url == "sqlite:///ssf-transmitter.db"
+
+
+def test_cli_operator_stream_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSF_TRANSMITTER_DATABASE_URL", f"sqlite:///{tmp_path / 'ops.db'}")
+    monkeypatch.setenv("SSF_TRANSMITTER_SECRET_FILE", str(tmp_path / "secret"))
+    monkeypatch.setenv("SSF_TRANSMITTER_SIGNING_ALG", "ES256")
+    tx = Transmitter(TransmitterSettings())
+    info, _ = tx.auth.add_client("rx")
+    from ssf.stream import StreamRequest
+    from transmitter.auth import Principal
+
+    principal = Principal(info.client_id, frozenset({"ssf.read"}), info.client_id)
+    sid = tx.create_stream(principal, StreamRequest(events_requested=[SESSION_REVOKED]))["stream_id"]
+    runner = CliRunner()
+    assert sid in runner.invoke(cli_app, ["streams", "list"]).output
+    out = runner.invoke(cli_app, ["streams", "status", sid, "paused", "--reason", "maintenance"])
+    assert out.exit_code == 0 and json.loads(out.output) == {
+        "stream_id": sid,
+        "status": "paused",
+        "reason": "maintenance",
+    }
+    assert runner.invoke(cli_app, ["streams", "status", sid, "sleeping"]).exit_code == 2
+    assert runner.invoke(cli_app, ["streams", "verify", "nope"]).exit_code == 2
+    assert runner.invoke(cli_app, ["streams", "verify", sid]).exit_code == 0
+    from ssf.poll import PollRequest
+
+    sets, _ = tx.poll_once(principal, sid, PollRequest())
+    events = [decode_unverified(t)[1]["events"] for t in sets.values()]
+    # paused: the stream-updated notice is delivered, the verification waits for re-enable
+    assert events == [
+        {
+            "https://schemas.openid.net/secevent/ssf/event-type/stream-updated": {
+                "status": "paused",
+                "reason": "maintenance",
+            }
+        }
+    ]
+    tx.close()

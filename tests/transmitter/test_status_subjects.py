@@ -233,3 +233,28 @@ def test_paused_retention_by_count(server_factory: ServerFactory) -> None:
         server.req("POST", "/ssf/status", rx, json={"stream_id": sid, "status": "enabled"})
         assert list(server.poll(rx, s)["sets"]) == jtis[2:]  # the newest, still in order
         wait_until(lambda: server.tx.outbox_counts(sid).get("expired") == 2)
+
+
+def test_unverified_subject_starts_no_events(server_factory: ServerFactory) -> None:
+    with server_factory(default_subjects="NONE") as server:
+        rx = server.client()
+        s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+        sid = s["stream_id"]
+        body = {"stream_id": sid, "subject": ALICE.to_dict(), "verified": False}
+        assert server.req("POST", "/ssf/subjects:add", rx, json=body).status_code == 200
+        assert server.tx.publish(ALICE, {SESSION_REVOKED: {}}) == {}
+        body["verified"] = True
+        server.req("POST", "/ssf/subjects:add", rx, json=body)
+        assert list(server.tx.publish(ALICE, {SESSION_REVOKED: {}})) == [sid]
+        server.req("POST", "/ssf/subjects:add", rx, json={"stream_id": sid, "subject": BOB.to_dict()})
+        assert list(server.tx.publish(BOB, {SESSION_REVOKED: {}})) == [sid]  # absent = verified
+
+
+def test_finished_outbox_rows_are_purged(server_factory: ServerFactory) -> None:
+    with server_factory(outbox_keep_seconds=1) as server:
+        rx = server.client()
+        s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+        jti = server.tx.publish(ALICE, {SESSION_REVOKED: {}})[s["stream_id"]]
+        server.poll(rx, s, ack=[jti])
+        assert server.poll(rx, s, ack=[jti]) == {"sets": {}}
+        wait_until(lambda: server.tx.outbox_counts(s["stream_id"]) == {})

@@ -1,0 +1,59 @@
+"""Whatever a peer sends, the answer is a 4xx with a JSON error body, never a 500."""
+
+from __future__ import annotations
+
+import random
+
+from tests.transmitter.conftest import Server
+
+ENDPOINTS = [
+    ("POST", "/ssf/streams"),
+    ("PATCH", "/ssf/streams"),
+    ("PUT", "/ssf/streams"),
+    ("POST", "/ssf/status"),
+    ("POST", "/ssf/subjects:add"),
+    ("POST", "/ssf/subjects:remove"),
+    ("POST", "/ssf/verify"),
+    ("POST", "/events"),
+]
+BODIES: list[bytes] = [
+    b"",
+    b"null",
+    b"[]",
+    b"{}",
+    b'"x"',
+    b"\xff\xfe\x00garbage",
+    b"[" * 5000 + b"]" * 5000,
+    b'{"stream_id": null}',
+    b'{"stream_id": {"$ne": 1}}',
+    b'{"stream_id": "x", "subject": {"format": "complex", "user": {"format": "complex"}}}',
+    b'{"subject": {"format": "aliases", "identifiers": []}, "events": {"x": {}}}',
+    b'{"subject": {"format": "email", "email": "a@b.c"}, "events": {"": {}}}',
+    b'{"delivery": {"method": null}}',
+    b'{"events_requested": [1, 2]}',
+    b'{"stream_id": "x", "status": ["enabled"]}',
+    b'{"stream_id": "x", "state": "' + b"s" * 5000 + b'"}',
+]
+
+
+def test_no_body_ever_gets_a_500(server: Server) -> None:
+    server.tx.settings.long_poll_timeout = 0.1  # valid empty polls return quickly
+    rx = server.client(scopes=["ssf.read", "ssf.manage", "ssf.publish"])
+    s = server.create(rx, {})
+    rng = random.Random(8417)
+    bodies = BODIES + [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))) for _ in range(20)]
+    endpoints = [*ENDPOINTS, ("POST", f"/ssf/poll/{s['stream_id']}")]
+    for method, path in endpoints:
+        for body in bodies:
+            r = server.req(method, path, rx, content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code < 500, (method, path, body[:40], r.status_code, r.text)
+            if body not in (b"{}", b"") or (not path.startswith("/ssf/poll/") and body == b""):
+                assert r.status_code >= 400 and "err" in r.json(), (method, path, body[:40], r.text)
+    for params in ({"stream_id": ""}, {"stream_id": "x" * 3000}, {}):
+        for method, path in (("GET", "/ssf/status"), ("DELETE", "/ssf/streams")):
+            r = server.req(method, path, rx, params=params)
+            assert r.status_code in (400, 404) and "err" in r.json()
+    r = server.req("GET", "/ssf/streams", rx, params={"stream_id": "\u2603"})
+    assert r.status_code == 404
+    r = server.http.post(server.url + "/oauth/token", content=b"\xff\xfe", headers={"Content-Type": "x"})
+    assert r.status_code == 400 and "error" in r.json()
