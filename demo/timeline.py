@@ -105,22 +105,22 @@ class Timeline:
         table = Table(
             title="[bold]What happened[/]",
             caption="publish: the identity provider's call to the transmitter's publish API, which "
-            "returns once the event is durable. then → answer: from that moment to the first API "
+            "returns once the event is durable. → answer: from that moment to the first API "
             "answer that reflects the change (delivery by push or poll, SET validation, one API call).",
             caption_justify="left",
         )
-        table.add_column("change at the identity provider (CAEP event)")
+        table.add_column("change at the identity provider")
         table.add_column("API")
         table.add_column("the API now answers")
         table.add_column("publish", justify="right")
-        table.add_column("then → answer", justify="right")
+        table.add_column("→ answer", justify="right")
         for o in self.outcomes:
             took = f"{o.latency_ms:.1f} ms" if o.latency_ms is not None else "-"
             pub = f"{o.publish_ms:.1f} ms" if o.publish_ms is not None else "-"
             mark = "[green]✓[/]" if o.ok else f"[red]✗ expected {escape(_label(o.expected))}[/]"
             table.add_row(
-                f"{escape(o.scenario)} ({escape(o.event)})",
-                escape(o.api),
+                f"{escape(o.scenario)}\n[dim]{escape(o.event)}[/]",
+                escape(o.api.removeprefix("API (").removesuffix(")")),
                 f"{escape(_label(o.got))} {mark}",
                 pub,
                 took,
