@@ -33,6 +33,8 @@ __all__ = [
     "ALG_MODELS",
     "HMAC_ALGORITHMS",
     "REGISTRY",
+    "Sign",
+    "Verify",
     "b64url_decode",
     "b64url_encode",
     "header_segment",

@@ -30,6 +30,7 @@ from ssf._jws import (
     HMAC_ALGORITHMS,
     PADDING,
     REGISTRY,
+    Verify,
     b64url_decode,
     b64url_encode,
     header_segment,
@@ -380,7 +381,7 @@ class SETVerifier:
         self.max_bytes = max_bytes
         self.iat_skew = iat_skew
         self.now = now
-        self._headers: dict[bytes, tuple[str, str | None]] = {}
+        self._headers: dict[bytes, list[Any]] = {}
 
     def verify(self, token: str | bytes) -> SecurityEventToken:
         if len(token) > self.max_bytes:
@@ -399,21 +400,19 @@ class SETVerifier:
         if len(parts) != 3:
             raise InvalidRequest("a SET is a compact JWS of three dot-separated parts")
         header_seg, payload_seg, signature_seg = parts
-        checked = self._headers.get(header_seg)
-        if checked is None:
-            checked = self._check_header(header_seg)
-        alg, kid = checked
+        entry = self._headers.get(header_seg)
+        if entry is None:
+            entry = self._check_header(header_seg)
+        alg = entry[0]
         if alg not in self.algorithms:
             raise InvalidKey(f"algorithm {alg} is not accepted")
-        key: AnyKey | None
-        if alg in HMAC_ALGORITHMS:
-            key = self._hmac
-            if key is None:
-                raise InvalidKey(f"algorithm {alg} is not accepted")
-        else:
-            key = self.keys.find(kid, alg)
-            if key is None:
-                raise UnknownKeyID(kid)
+        keys = self.keys
+        resolved = entry[2]
+        if resolved is not None and resolved[0] is keys:
+            check = resolved[1]
+        else:  # first SET with this header, or verifier.keys was replaced since
+            check = self._resolve(alg, entry[1])
+            entry[2] = (keys, check)
         if len(signature_seg) > _MAX_SIGNATURE_SEGMENT:
             raise InvalidRequest("SET signature is too long")
         # b64url_decode, inlined for the two hot segments
@@ -431,8 +430,8 @@ class SETVerifier:
         except ValueError:
             raise InvalidRequest("SET is not base64url-encoded compact JWS") from None
         try:
-            valid = verifier(key, alg)(raw[: raw.rindex(b".")], signature)
-        except (JoseError, ValueError, TypeError):
+            valid = check(raw[: raw.rindex(b".")], signature)
+        except (ValueError, TypeError):
             raise InvalidKey(f"the key cannot verify {alg}") from None
         if not valid:
             raise AuthenticationFailed("SET signature does not verify")
@@ -444,7 +443,23 @@ class SETVerifier:
             raise InvalidRequest("SET payload must be a JSON object")
         return self.check_claims(parse_claims(claims))
 
-    def _check_header(self, segment: bytes) -> tuple[str, str | None]:
+    def _resolve(self, alg: str, kid: str | None) -> Verify:
+        """The prepared verification for a header's ``alg``/``kid`` with the current keys."""
+        key: AnyKey | None
+        if alg in HMAC_ALGORITHMS:
+            key = self._hmac
+            if key is None:
+                raise InvalidKey(f"algorithm {alg} is not accepted")
+        else:
+            key = self.keys.find(kid, alg)
+            if key is None:
+                raise UnknownKeyID(kid)
+        try:
+            return verifier(key, alg)
+        except (JoseError, ValueError, TypeError):
+            raise InvalidKey(f"the key cannot verify {alg}") from None
+
+    def _check_header(self, segment: bytes) -> list[Any]:
         if len(segment) > _MAX_HEADER_SEGMENT:
             raise InvalidRequest("JOSE header is too long")
         try:
@@ -470,11 +485,11 @@ class SETVerifier:
             REGISTRY.check_header(header)
         except JoseError:
             raise InvalidRequest("JOSE header has a malformed registered member") from None
-        checked = (alg, kid)
+        entry: list[Any] = [alg, kid, None]  # [2]: (keys it was resolved with, prepared verify)
         if len(self._headers) >= _HEADER_CACHE_SIZE:
             self._headers.clear()
-        self._headers[segment] = checked
-        return checked
+        self._headers[segment] = entry
+        return entry
 
     def check_claims(self, set_: SecurityEventToken) -> SecurityEventToken:
         """The issuer, audience and time rules (SSF §4.1.6, §4.1.8)."""

@@ -418,3 +418,14 @@ def test_tokens_are_frozen_dataclasses_however_built() -> None:
         parsed.iss = "x"  # type: ignore[misc]
     created = _token()
     assert dataclasses.replace(created) == created and created.toe is None and created.extra == {}
+
+
+def test_replacing_keys_is_honoured_by_the_header_cache() -> None:
+    old = generate_signing_key("ES256", kid="same-kid")
+    new = generate_signing_key("ES256", kid="same-kid")
+    check = verifier(old)
+    assert check.verify(jws_compact(header(old), claims(), old))
+    check.keys = PublicKeys.from_key_set(KeySet([new]))  # rotated under the same kid
+    with pytest.raises(AuthenticationFailed):
+        check.verify(jws_compact(header(old), claims(), old))
+    assert check.verify(jws_compact(header(new), claims(), new))
