@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["TransmitterSettings", "normalize_database_url"]
 
@@ -70,7 +71,8 @@ class TransmitterSettings(BaseSettings):
 
     # push delivery
     #: Hosts or CIDR networks push may reach even if private or loopback (SSRF guard).
-    allowed_push_destinations: list[str] = Field(default_factory=list)
+    #: From the environment as a JSON array or a comma-separated list.
+    allowed_push_destinations: Annotated[list[str], NoDecode] = Field(default_factory=list)
     push_timeout: float = Field(default=10.0, gt=0)
     push_concurrency: int = Field(default=64, ge=1)
     push_batch: int = Field(default=256, ge=1)
@@ -91,6 +93,16 @@ class TransmitterSettings(BaseSettings):
     @classmethod
     def _strip_issuer(cls, value: str) -> str:
         return value.rstrip("/") if value.count("/") > 2 else value
+
+    @field_validator("allowed_push_destinations", mode="before")
+    @classmethod
+    def _split_destinations(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -242,3 +242,10 @@ def test_cli_operator_stream_commands(tmp_path: Path, monkeypatch: pytest.Monkey
         }
     ]
     tx.close()
+
+
+def test_allowed_destinations_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSF_TRANSMITTER_ALLOWED_PUSH_DESTINATIONS", "127.0.0.1, 10.0.0.0/8")
+    assert TransmitterSettings().allowed_push_destinations == ["127.0.0.1", "10.0.0.0/8"]
+    monkeypatch.setenv("SSF_TRANSMITTER_ALLOWED_PUSH_DESTINATIONS", '["rx.internal"]')
+    assert TransmitterSettings().allowed_push_destinations == ["rx.internal"]
