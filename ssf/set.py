@@ -441,7 +441,16 @@ class SETVerifier:
             raise InvalidRequest("SET payload is not JSON") from None
         if type(claims) is not dict:
             raise InvalidRequest("SET payload must be a JSON object")
-        return self.check_claims(parse_claims(claims))
+        set_ = parse_claims(claims)
+        # check_claims, inlined (hot path)
+        if set_.iss != self.issuer:
+            raise InvalidIssuer("'iss' is not the expected issuer")
+        audience, aud = self.audience, set_.aud
+        if audience and (aud not in audience if type(aud) is str else audience.isdisjoint(aud)):
+            raise InvalidAudience("'aud' does not name this receiver")
+        if set_.iat > self.now() + self.iat_skew:
+            raise InvalidRequest("'iat' is in the future")
+        return set_
 
     def _resolve(self, alg: str, kid: str | None) -> Verify:
         """The prepared verification for a header's ``alg``/``kid`` with the current keys."""
