@@ -10,7 +10,10 @@ For each algorithm it times, interleaved round by round (so drift hits every row
 * **ours verify**: ``SETVerifier.verify`` — size, header, ``typ``/``alg``/``kid`` checks, the
   signature, claims rules, subject and event validation, ``iss``/``aud``/``iat``;
 * **raw verify**: the bare ``cryptography`` verification of the same signing input (the ES256
-  floor verifies a DER signature prepared in advance, as in docs/perf-anchors.md).
+  floor verifies a DER signature prepared in advance, as in docs/perf-anchors.md);
+* for reference, **joserfc alone**: ``jws.serialize_compact`` of the ready payload bytes and
+  ``jws.deserialize_compact`` with the imported key and a reused registry — the JOSE layer
+  only, without any SET claim, subject or event work.
 
 It reports medians of per-round rates and the median of the per-round ratios ours/raw (each
 ratio pairs two batches timed back to back); the goal is ≥ 50 % everywhere. Time is the
@@ -35,6 +38,7 @@ import joserfc
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from joserfc import jws
 
 from ssf.events import SessionRevoked
 from ssf.keys import KeySet, PublicKeys, SigningKey, generate_signing_key
@@ -54,6 +58,8 @@ class Row:
     ours: float  # ops/s (median of rounds)
     raw: float
     ratio: float  # median of the per-round ratios ours/raw
+    joserfc: float  # ops/s of joserfc's JWS API alone (reference)
+    joserfc_ratio: float
 
 
 def _event() -> SessionRevoked:
@@ -135,11 +141,17 @@ def bench_alg(alg: str, rounds: int, min_time: float) -> list[Row]:
     raw_sign, raw_verify = _raw_ops(key, signing_input, _b64d(sig_b64))
     raw_verify()  # raises InvalidSignature if the floor were not verifying the same bytes
 
+    registry = jws.JWSRegistry(algorithms=[alg])
+    jose_header = {"alg": alg, "typ": "secevent+jwt", "kid": key.kid}
+    payload = _b64d(payload_b64)
+    public = verifier.keys.find(key.kid, alg)
     candidates: dict[str, Callable[[], Any]] = {
         "sign/ours": ours_sign,
         "sign/raw": raw_sign,
+        "sign/joserfc": lambda: jws.serialize_compact(jose_header, payload, key.key, registry=registry),
         "verify/ours": lambda: verifier.verify(compact),
         "verify/raw": raw_verify,
+        "verify/joserfc": lambda: jws.deserialize_compact(compact, public, registry=registry),
     }
     sizes = {name: _calibrate(fn, min_time) for name, fn in candidates.items()}
     rates: dict[str, list[float]] = {name: [] for name in candidates}
@@ -149,22 +161,35 @@ def bench_alg(alg: str, rounds: int, min_time: float) -> list[Row]:
     med = {name: statistics.median(values) for name, values in rates.items()}
     rows = []
     for op in ("sign", "verify"):
-        ratios = [o / r for o, r in zip(rates[f"{op}/ours"], rates[f"{op}/raw"], strict=True)]
-        rows.append(Row(alg, op, med[f"{op}/ours"], med[f"{op}/raw"], statistics.median(ratios)))
+        raw = rates[f"{op}/raw"]
+        ratios = [o / r for o, r in zip(rates[f"{op}/ours"], raw, strict=True)]
+        jose = [j / r for j, r in zip(rates[f"{op}/joserfc"], raw, strict=True)]
+        rows.append(
+            Row(
+                alg,
+                op,
+                med[f"{op}/ours"],
+                med[f"{op}/raw"],
+                statistics.median(ratios),
+                med[f"{op}/joserfc"],
+                statistics.median(jose),
+            )
+        )
     return rows
 
 
 def _table(rows: list[Row]) -> str:
     head = (
-        f"{'alg':<6} {'op':<7} {'ours ops/s':>11} {'raw ops/s':>11} "
-        f"{'ours µs':>8} {'raw µs':>8} {'ratio':>6}  goal"
+        f"{'alg':<6} {'op':<7} {'ours ops/s':>11} {'raw ops/s':>11} {'ours µs':>8} {'raw µs':>8} "
+        f"{'ratio':>6}  {'goal':<5} | {'joserfc-only µs':>15} {'ratio':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         verdict = "ok" if r.ratio >= GOAL else "BELOW"
         lines.append(
             f"{r.alg:<6} {r.op:<7} {r.ours:>11,.0f} {r.raw:>11,.0f} {1e6 / r.ours:>8.1f} "
-            f"{1e6 / r.raw:>8.1f} {r.ratio:>6.0%}  {verdict}"
+            f"{1e6 / r.raw:>8.1f} {r.ratio:>6.0%}  {verdict:<5} | {1e6 / r.joserfc:>15.1f} "
+            f"{r.joserfc_ratio:>6.0%}"
         )
     return "\n".join(lines)
 
