@@ -35,7 +35,7 @@ PROTECTED_PATH: Final = "/protected/whoami"
 REQUIRED_ACR: str | None = "nist-aal2"
 #: How long the transmitter holds a long poll open; the receiver waits a little longer. Short,
 #: because the transmitter lets open long polls run out before it stops (bounds the shutdown).
-LONG_POLL_SECONDS: Final = 2.0
+LONG_POLL_SECONDS: Final = 1.0
 
 log = logging.getLogger("demo")
 
