@@ -69,7 +69,6 @@ __all__ = [
 DEFAULT_ALGORITHMS: Final = ("RS256", "PS256", "ES256", "EdDSA")
 MAX_SET_BYTES: Final = 64 * 1024
 DEFAULT_IAT_SKEW: Final = 300
-_FORBIDDEN_CLAIMS: Final = ("sub", "exp")
 
 
 @dataclass(frozen=True)
@@ -347,8 +346,10 @@ class SETVerifier:
     allow-list — never ``none``, HMAC only with an out-of-band secret and never a public
     key —, no ``crit``/unencoded payload, registered header members well-typed), key by
     ``kid``, signature, claims, ``iss``, ``aud``, ``iat`` not ahead of now by more than
-    ``iat_skew``. The outcome of the header checks is cached per distinct header segment;
-    the signature goes through joserfc's algorithm implementation with the cached key.
+    ``iat_skew``. The outcome of the header checks is cached per distinct header segment,
+    together with the signature check prepared for the key it names (see ``ssf._jws``:
+    joserfc's key/algorithm checks run once, at preparation). Replacing ``keys`` (after a
+    JWKS refresh) takes effect on the next call.
     """
 
     def __init__(
