@@ -29,7 +29,7 @@ from receiver.effects import mutations_for
 from receiver.jwks import JWKSCache, JWKSError
 from receiver.reconcile import desired_config, reconcile
 from receiver.settings import ReceiverSettings
-from receiver.state import Mutation, RevocationState
+from receiver.state import Mutation, RevocationState, row_key
 from receiver.store import JtiTracker, StateStore, WriteBatch, make_store
 from receiver.tokens import (
     AccessTokenValidator,
@@ -299,6 +299,28 @@ class Receiver:
             self.jtis.prune(now)
             with suppress(Exception):
                 await self.store.prune(now - self.jtis.retention)
+            if self.settings.state_retention is not None:
+                try:
+                    await self.prune_state(now - self.settings.state_retention)
+                except Exception:
+                    log.exception("pruning old cutoffs failed")
+
+    async def prune_state(self, before: float) -> int:
+        """Forget cutoffs older than ``before`` in memory and storage; returns how many."""
+        dead, reset = self.state.prune_cutoffs(before)
+        snapshots: dict[str, list[dict[str, Any]]] = {}
+        gone: list[str] = []
+        for key in dead:
+            rec = self.state.records.get(key)
+            if rec is None:
+                gone.append(key)
+            else:
+                snapshots[key] = [m.to_json() for m in self.state.export(rec.subject)]
+        for subject in reset:
+            snapshots[row_key(subject)] = [m.to_json() for m in self.state.export(subject)]
+        if gone or snapshots:
+            await self.store.forget(gone, snapshots)
+        return len(dead) + len(reset)
 
     # --- receiving ------------------------------------------------------------------
     async def verify(self, token: str | bytes) -> SecurityEventToken:
@@ -390,7 +412,7 @@ class Receiver:
             batch.mutations.extend(changed)
             if self.store.wants_snapshots:
                 for m in changed:
-                    batch.snapshots[m.subject.key] = [x.to_json() for x in self.state.export(m.subject)]
+                    batch.snapshots[row_key(m.subject)] = [x.to_json() for x in self.state.export(m.subject)]
         self.stats["accepted"] += 1
         return True
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from receiver.state import Mutation, RevocationState
+from receiver.state import Mutation, RevocationState, row_key
 from receiver.store import JtiTracker, RemoteListener, WriteBatch
 
 __all__ = ["RedisStore"]
@@ -78,7 +78,7 @@ class RedisStore:
         for jti, digest, _at in batch.jtis:
             pipe.set(f"{self.ns}:j:{jti}", digest, ex=self.jti_retention, nx=True)
         for m in batch.mutations:
-            pipe.hset(f"{self.ns}:s:{m.subject.key}", f"{m.field}:{m.at!r}", json.dumps(m.to_json()))
+            pipe.hset(f"{self.ns}:s:{row_key(m.subject)}", f"{m.field}:{m.at!r}", json.dumps(m.to_json()))
         message = {
             "origin": self.instance_id,
             "mutations": [m.to_json() for m in batch.mutations],
@@ -133,6 +133,18 @@ class RedisStore:
             return None
         data = json.loads(raw)
         return data if isinstance(data, dict) else None
+
+    async def forget(self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]]) -> None:
+        """Drop the pruned cutoff facts (each instance prunes its own memory by the same rule)."""
+        for key in [*keys, *snapshots]:
+            name = f"{self.ns}:s:{key}"
+            fields = [
+                f
+                for f in await self.redis.hkeys(name)
+                if (f if isinstance(f, bytes) else f.encode()).startswith(b"cutoff:")
+            ]
+            if fields:
+                await self.redis.hdel(name, *fields)
 
     async def lookup_jti(self, jti: str) -> bytes | None:
         value = await self.redis.get(f"{self.ns}:j:{jti}")

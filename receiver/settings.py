@@ -69,6 +69,9 @@ class ReceiverSettings(BaseSettings):
     redis_namespace: str = "ssf-receiver"
     #: How long a seen ``jti`` is remembered (dedupe of re-sent SETs survives restarts).
     jti_retention: int = Field(default=7 * 86400, ge=60)
+    #: The longest access-token lifetime accepted: finite cutoffs older than this refuse
+    #: nothing any more and are forgotten (None: keep every cutoff forever).
+    state_retention: int | None = Field(default=None, ge=60)
     #: Seen jtis kept in memory; older ones are looked up in the store when needed.
     jti_memory: int = Field(default=1_000_000, ge=1)
 

@@ -61,6 +61,11 @@ def subject_key(subject: Subject) -> str:
     return subject.key
 
 
+def row_key(subject: Subject) -> str:
+    """The storage key of a subject: the compact key when simple, the canonical JSON when complex."""
+    return subject.key if subject.is_complex else subject_key(subject)
+
+
 def _email_key(email: str) -> str:
     local, _, domain = email.rpartition("@")
     return f"e:{local}@{domain.lower()}"
@@ -349,6 +354,25 @@ class RevocationState:
             for key in set(members.values()):
                 self.by_member.setdefault(key, []).append(entry)
         return entry.record
+
+    def prune_cutoffs(self, before: float) -> tuple[list[str], list[Subject]]:
+        """Forget finite cutoffs older than ``before`` (every token they refuse has expired).
+
+        Session revocations (infinite cutoffs) are kept. Returns the simple keys that lost
+        their cutoff, and the complex subjects whose cutoff was reset.
+        """
+        dead = [k for k, v in self.cutoffs.items() if v < before]
+        for k in dead:
+            del self.cutoffs[k]
+        self.total_cutoffs -= len(dead)
+        reset = []
+        for entry in self.complex.values():
+            if entry.record.cutoff != _NEG_INF and entry.record.cutoff < before:
+                entry.record.cutoff = _NEG_INF
+                reset.append(entry.record.subject)
+        if dead or reset:
+            self.generation += 1
+        return dead, reset
 
     # --- reading (the request path) ---------------------------------------------------
     def evaluate(self, token: TokenSubjects, iat: float) -> SubjectState:

@@ -40,9 +40,11 @@ class WriteBatch:
     mutations: list[Mutation] = field(default_factory=list)
     #: subject key → the subject's full current facts (JSON mutations), for snapshot stores.
     snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Write even without jtis or mutations (snapshot rewrites).
+    force: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.jtis or self.mutations)
+        return bool(self.jtis or self.mutations or self.force)
 
 
 class JtiTracker:
@@ -122,6 +124,9 @@ class StateStore(Protocol):
     async def lookup_jti(self, jti: str) -> bytes | None:
         """The stored digest of a jti, or None (asked only when memory overflowed)."""
 
+    async def forget(self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]]) -> None:
+        """Delete the subjects ``keys``; rewrite ``snapshots`` (subject facts after pruning)."""
+
     def on_remote(self, listener: RemoteListener) -> None:
         """Register for changes made by other instances (shared stores only)."""
 
@@ -156,6 +161,9 @@ class MemoryStore:
         return self.streams.get(issuer)
 
     async def lookup_jti(self, jti: str) -> bytes | None:
+        return None
+
+    async def forget(self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]]) -> None:
         return None
 
     def on_remote(self, listener: RemoteListener) -> None:
@@ -342,6 +350,18 @@ class SQLStore:
             return None
         loaded = json.loads(data)
         return loaded if isinstance(loaded, dict) else None
+
+    async def forget(self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]]) -> None:
+        if keys:
+
+            def run() -> None:
+                with self.engine.begin() as conn:
+                    for i in range(0, len(keys), 500):
+                        conn.execute(delete(subject_table).where(subject_table.c.key.in_(keys[i : i + 500])))
+
+            await asyncio.to_thread(run)
+        if snapshots:
+            await self.commit(WriteBatch(snapshots=snapshots, force=True))
 
     async def lookup_jti(self, jti: str) -> bytes | None:
         def run() -> bytes | None:

@@ -176,3 +176,50 @@ def test_jtis_beyond_memory_capacity_are_recalled_from_the_store(
         assert rcv.receiver.stats["accepted"] == accepted
         reuse = fake.sign(Subject.opaque("other"), SessionRevoked(), jti="cap-1")
         assert rcv.push(reuse).json()["err"] == "invalid_request"
+
+
+@pytest.mark.parametrize("backend", ["sql", "redis"])
+async def test_old_cutoffs_are_forgotten_in_memory_and_storage(backend: str, tmp_path: Path) -> None:
+    from receiver.store import StateStore
+
+    store: StateStore
+    if backend == "sql":
+        store = SQLStore(f"sqlite:///{tmp_path}/p.db")
+    else:
+        store = RedisStore(require_redis(), namespace="ssf-test-" + secrets.token_hex(4))
+    rcv = Receiver(ReceiverSettings(database_url="memory"), store=store)
+    await rcv.open()
+    old_user, new_user = Subject.iss_sub("i", "old"), Subject.iss_sub("i", "new")
+    both = Subject.iss_sub("i", "both")
+    cx = Subject.complex(user=Subject.iss_sub("i", "cx"), device=Subject.opaque("d"))
+    muts = [
+        Mutation(old_user, CUTOFF, 100.0, 100),
+        Mutation(new_user, CUTOFF, 900.0, 900),
+        Mutation(Subject.opaque("sess"), CUTOFF, math.inf, 50),
+        Mutation(both, CUTOFF, 100.0, 100),
+        Mutation(both, DISABLED, True, 100),
+        Mutation(cx, CUTOFF, 100.0, 100),
+    ]
+    batch = WriteBatch(mutations=[m for m in muts if rcv.state.apply(m)])
+    from receiver.state import row_key
+
+    for m in batch.mutations:
+        batch.snapshots[row_key(m.subject)] = [x.to_json() for x in rcv.state.export(m.subject)]
+    await store.commit(batch)
+    assert await rcv.prune_state(before=500) == 3
+    for state in (rcv.state, await _reload(store)):
+        assert "i:i\x1fold" not in state.cutoffs and state.cutoffs["i:i\x1fnew"] == 900
+        assert state.cutoffs["o:sess"] == math.inf
+        assert state.records["i:i\x1fboth"].disabled == (True, 100)  # other facts stay
+        assert "i:i\x1fboth" not in state.cutoffs
+        entry = state.complex.get(cx.key)  # nothing left to remember about it after a reload
+        assert entry is None or entry.record.cutoff == -math.inf
+    if isinstance(store, RedisStore):
+        await store.clear()
+    await rcv.stop()
+
+
+async def _reload(store: object) -> RevocationState:
+    state = RevocationState()
+    await store.load(state, JtiTracker(100))  # type: ignore[attr-defined]
+    return state
