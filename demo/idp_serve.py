@@ -37,7 +37,10 @@ def build(settings: IdPSettings) -> DemoIdP:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m demo.idp_serve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m demo.idp_serve",
+        description="Run the demo identity provider, configured by SSF_DEMO_IDP_* variables.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="Interface to bind.")
     parser.add_argument("--port", type=int, default=9000, help="TCP port.")
     args = parser.parse_args(argv)
