@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from transmitter.api import JSON_HEADERS, build_router
 from transmitter.auth import AuthError
 from transmitter.delivery import DeliveryWorker
 from transmitter.errors import TooManyRequests
+from transmitter.pg_listen import PgListener
 from transmitter.service import Transmitter
 from transmitter.settings import TransmitterSettings
 
@@ -42,18 +44,23 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import asyncio
-
         tx.notifier.bind(asyncio.get_running_loop())
         worker = DeliveryWorker(tx)
         await worker.start()
         scheduler = _start_rotation(tx)
+        listener = None
+        if tx.settings.is_postgres:
+            listener = PgListener(tx.engine, tx.settings, tx.notifier)
+            listener.start()
         app.state.worker = worker
+        app.state.pg_listener = listener
         try:
             yield
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             await worker.stop()
 
     app = FastAPI(title="SSF transmitter", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -109,8 +116,6 @@ def _start_rotation(tx: Transmitter) -> Any:
     scheduler = AsyncIOScheduler()
 
     async def rotate() -> None:
-        import asyncio
-
         await asyncio.to_thread(tx.keys.rotate)
 
     scheduler.add_job(rotate, "interval", seconds=interval, id="ssf-key-rotation", coalesce=True)

@@ -159,6 +159,11 @@ class DeliveryWorker:
     def _on_new_sets(self, ids: frozenset[str]) -> None:
         """A stream we are pushing gets its own wake-up; poll streams need nothing; anything
         else (a push stream not leased yet, or unknown) wakes the claim loop."""
+        if "*" in ids:
+            for stream_ev in self._stream_wake.values():
+                stream_ev.set()
+            self._wake.set()
+            return
         claim = False
         for sid in ids:
             ev = self._stream_wake.get(sid)

@@ -2,9 +2,8 @@
 
 In-process the :class:`Notifier` uses one ``asyncio.Event`` per waiting stream, set through
 ``call_soon_threadsafe`` because publishing runs on worker threads. Several instances on one
-PostgreSQL would plug a LISTEN/NOTIFY listener into :meth:`Notifier.notify` (a ``NOTIFY
-ssf_outbox, '<stream_id>'`` after each commit, and a listener task calling ``notify``); until
-then other instances notice new work within ``worker_poll_interval``.
+PostgreSQL also feed it from LISTEN/NOTIFY (:mod:`transmitter.pg_listen`); the stream id
+``"*"`` wakes every waiter.
 """
 
 from __future__ import annotations
@@ -46,6 +45,8 @@ class Notifier:
                 pass
 
     def _fire(self, ids: frozenset[str]) -> None:
+        if "*" in ids:  # "some streams": wake every waiter
+            ids = frozenset(self._waiters) | ids
         for sid in ids:
             for ev in self._waiters.get(sid, ()):
                 ev.set()

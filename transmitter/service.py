@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -27,6 +27,7 @@ from transmitter.db import EXPIRED, PENDING, begin, create_schema, make_engine, 
 from transmitter.errors import Conflict, NotFound, TooManyRequests
 from transmitter.keystore import KeyStore
 from transmitter.notify import Notifier
+from transmitter.pg_listen import channel_name, pg_notify
 from transmitter.secrets_box import SecretBox, load_master_secret
 from transmitter.settings import TransmitterSettings
 from transmitter.ssrf import SSRFGuard
@@ -53,6 +54,15 @@ class Transmitter:
         self.auth = Authenticator(self.engine, self.box, self.settings)
         self.guard = SSRFGuard(self.settings)
         self.notifier = Notifier()
+
+    def _notify(self, ids: Iterable[str]) -> None:
+        """After a commit: wake local waiters, and other instances through PostgreSQL."""
+        ids = frozenset(ids)
+        if not ids:
+            return
+        self.notifier.notify(ids)
+        if self.settings.is_postgres:
+            pg_notify(self.engine, channel_name(self.settings), ids)
 
     @property
     def issuer(self) -> str:
@@ -162,7 +172,7 @@ class Transmitter:
                 stream.description = req.description
             stream.last_activity = time.time()
             self._save(conn, stream)
-        self.notifier.notify([sid])
+        self._notify([sid])
         return stream.config(self.issuer)
 
     def delete_stream(self, principal: Principal, stream_id: str) -> None:
@@ -170,7 +180,7 @@ class Transmitter:
             self._load(conn, stream_id, principal.owner)
             outbox.purge_stream(conn, stream_id)
             conn.execute(stream_t.delete().where(stream_t.c.stream_id == stream_id))
-        self.notifier.notify([stream_id])
+        self._notify([stream_id])
 
     # --- status (SSF §8.1.2, §8.1.5) -----------------------------------------------------
     def get_status(self, principal: Principal, stream_id: str) -> dict[str, Any]:
@@ -187,7 +197,7 @@ class Transmitter:
             s = self._load(conn, stream_id, principal.owner)
             self._apply_status(conn, s, status, reason, notify_receiver=False)
             self._touch(conn, stream_id, time.time())
-        self.notifier.notify([stream_id])
+        self._notify([stream_id])
         return _status_body(s)
 
     def set_status(self, stream_id: str, status: str, reason: str | None = None) -> dict[str, Any]:
@@ -198,7 +208,7 @@ class Transmitter:
         with begin(self.engine) as conn:
             s = self._load(conn, stream_id, None)
             self._apply_status(conn, s, status, reason, notify_receiver=True)
-        self.notifier.notify([stream_id])
+        self._notify([stream_id])
         return _status_body(s)
 
     def _apply_status(
@@ -289,14 +299,14 @@ class Transmitter:
                 .values(last_verification=now, last_activity=now)
             )
             jti = self._verification(conn, s, state, now)
-        self.notifier.notify([stream_id])
+        self._notify([stream_id])
         return jti
 
     def send_verification(self, stream_id: str) -> str:
         """A transmitter-initiated verification event: it never carries ``state``."""
         with begin(self.engine) as conn:
             jti = self._verification(conn, self._load(conn, stream_id, None), None, time.time())
-        self.notifier.notify([stream_id])
+        self._notify([stream_id])
         return jti
 
     def _verification(self, conn: Connection, s: Stream, state: str | None, now: float) -> str:
@@ -356,7 +366,7 @@ class Transmitter:
             outbox.insert(conn, rows)
             for sid in paused:
                 outbox.trim_paused(conn, sid, self.settings.paused_max_events, now)
-        self.notifier.notify(touched)
+        self._notify(touched)
         return out
 
     # --- poll (RFC 8936) -----------------------------------------------------------------

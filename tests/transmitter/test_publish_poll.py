@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from typing import Any
 
+import sqlalchemy
+
 from ssf.subjects import Subject
-from tests.transmitter.conftest import CREDENTIAL_CHANGE, SESSION_REVOKED, Server
+from tests.support.services import free_port, require_postgres
+from tests.transmitter.conftest import CREDENTIAL_CHANGE, SESSION_REVOKED, Server, make_settings, running
 
 ALICE = {"format": "email", "email": "alice@example.com"}
 
@@ -159,3 +163,49 @@ def test_python_api_publish_is_durable_and_identical(server: Server) -> None:
     out = server.tx.publish(Subject.email("bob@example.com"), {SESSION_REVOKED: {}}, "txn-9")
     assert list(out) == [s["stream_id"]]
     assert list(server.poll(rx, s)["sets"]) == [out[s["stream_id"]]]
+
+
+def test_long_poll_on_one_instance_wakes_for_a_publish_on_another(tmp_path: Any) -> None:
+    """PostgreSQL LISTEN/NOTIFY: instance B's long poll wakes for an event published on A
+    (B's own re-check interval is set far beyond the test's patience)."""
+    url = require_postgres()
+    schema = "t_" + secrets.token_hex(6)
+    try:
+        _two_instances(tmp_path, {"database_url": url, "database_schema": schema})
+    finally:
+        engine = sqlalchemy.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def _two_instances(tmp_path: Any, db_config: dict[str, Any]) -> None:
+    pa, pb = free_port(), free_port()
+    sa = make_settings(tmp_path, db_config, pa, issuer="http://127.0.0.1:9")
+    sb = make_settings(
+        tmp_path, db_config, pb, issuer="http://127.0.0.1:9", worker_poll_interval=60, long_poll_timeout=60
+    )
+    with running(sa, pa) as a, running(sb, pb) as b:
+        info, _ = a.tx.auth.add_client("rx")
+        tok = a.tx.auth.issue_token(info, None)["access_token"]
+        r = b.http.post(
+            f"http://127.0.0.1:{pb}/ssf/streams",
+            headers={"Authorization": f"Bearer {tok}"},
+            json={"events_requested": [SESSION_REVOKED]},
+        )
+        sid = r.json()["stream_id"]
+        result: dict[str, Any] = {}
+
+        def waiter() -> None:
+            resp = b.http.post(
+                f"http://127.0.0.1:{pb}/ssf/poll/{sid}", json={}, headers={"Authorization": f"Bearer {tok}"}
+            )
+            result["sets"] = resp.json()["sets"]
+
+        t = threading.Thread(target=waiter, daemon=True)
+        t.start()
+        time.sleep(0.5)
+        jti = a.tx.publish(Subject.email("x@example.com"), {SESSION_REVOKED: {}})[sid]
+        t.join(20)
+        assert not t.is_alive(), "the long poll on instance B was not woken"
+        assert list(result["sets"]) == [jti]

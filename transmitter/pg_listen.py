@@ -1,0 +1,76 @@
+"""PostgreSQL LISTEN/NOTIFY: wake-ups across transmitter instances sharing one database.
+
+After each commit that queues SETs (or changes a stream), an instance sends
+``NOTIFY <channel>, '<stream_id>,...'`` ('*' when the list is long); every instance's
+listener thread feeds the ids to its :class:`~transmitter.notify.Notifier`, so a long poll
+on instance B wakes at once for an event published on instance A, and B's push worker picks
+up work without waiting for its next ``worker_poll_interval``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from transmitter.notify import Notifier
+from transmitter.settings import TransmitterSettings
+
+__all__ = ["PgListener", "channel_name", "pg_notify"]
+
+log = logging.getLogger("transmitter.pg_listen")
+_MAX_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
+
+
+def channel_name(settings: TransmitterSettings) -> str:
+    """One channel per schema: instances of different tenants/tests do not wake each other."""
+    return "ssf_outbox_" + (settings.database_schema or "public")
+
+
+def pg_notify(engine: Engine, channel: str, ids: Iterable[str]) -> None:
+    payload = ",".join(sorted(set(ids)))
+    if not payload:
+        return
+    if len(payload) > _MAX_PAYLOAD:
+        payload = "*"
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": channel, "p": payload})
+        conn.commit()
+
+
+class PgListener:
+    """A daemon thread holding one LISTEN connection; reconnects after errors."""
+
+    def __init__(self, engine: Engine, settings: TransmitterSettings, notifier: Notifier) -> None:
+        url = engine.url.set(drivername="postgresql")
+        self._dsn = url.render_as_string(hide_password=False)
+        self._channel = channel_name(settings)
+        self._notifier = notifier
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ssf-pg-listen", daemon=True)
+        self.ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._dsn, autocommit=True) as conn:
+                    conn.execute(f'LISTEN "{self._channel}"')
+                    self.ready.set()
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            ids = note.payload.split(",") if note.payload else []
+                            self._notifier.notify(ids)
+            except psycopg.Error:
+                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                self._stop.wait(1.0)
