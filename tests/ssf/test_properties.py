@@ -63,7 +63,7 @@ def _round_trip(
 
 
 @pytest.mark.parametrize("uri", sorted(EVENT_MODELS))
-@budget(10)
+@budget(8)
 @given(data=st.data())
 def test_every_event_type_round_trips_unchanged(uri: str, data: st.DataObject) -> None:
     model = EVENT_MODELS[uri]
@@ -79,7 +79,7 @@ def test_every_event_type_round_trips_unchanged(uri: str, data: st.DataObject) -
 
 
 @pytest.mark.parametrize("fmt", sorted(SUBJECTS))
-@budget(15)
+@budget(12)
 @given(data=st.data())
 def test_every_subject_format_round_trips_unchanged(fmt: str, data: st.DataObject) -> None:
     raw = data.draw(SUBJECTS[fmt], label="subject")
@@ -91,7 +91,7 @@ def test_every_subject_format_round_trips_unchanged(fmt: str, data: st.DataObjec
     _round_trip(subject, SessionRevoked.event_type, {"initiating_entity": "system"}, alg, AUDIENCE, None)
 
 
-@budget(20)
+@budget(15)
 @given(data=st.data())
 def test_unknown_event_types_round_trip_untouched(data: st.DataObject) -> None:
     payload = data.draw(JSON_OBJECTS.filter(lambda p: "subject" not in p))
@@ -109,7 +109,7 @@ def _verify(token: str | bytes) -> None:
     assert isinstance(result, SecurityEventToken)
 
 
-@budget(200)
+@budget(150)
 @given(st.binary(max_size=400) | st.text(max_size=400))
 def test_arbitrary_bytes_and_text_never_escape_as_other_errors(token: bytes | str) -> None:
     _verify(token)
@@ -126,7 +126,7 @@ DOTTED = st.lists(
 ).map(".".join)
 
 
-@budget(120)
+@budget(80)
 @given(DOTTED)
 def test_arbitrary_base64ish_segments(token: str) -> None:
     _verify(token)
@@ -137,7 +137,7 @@ HEADER_NAMES = st.sampled_from(
 )
 
 
-@budget(80)
+@budget(60)
 @given(
     st.dictionaries(HEADER_NAMES | st.text(max_size=5), JSON, max_size=5),
     st.sampled_from(sorted(FAST_KEYS)),
@@ -157,7 +157,7 @@ def test_arbitrary_headers_with_real_signatures(extra: dict[str, Any], alg: str,
 CLAIM_NAMES = ["iss", "jti", "iat", "aud", "txn", "toe", "sub_id", "events", "sub", "exp"]
 
 
-@budget(100)
+@budget(80)
 @given(
     st.one_of(
         JSON,
@@ -192,7 +192,7 @@ MUTATION = st.tuples(
 )
 
 
-@budget(200)
+@budget(150)
 @given(st.lists(MUTATION, min_size=1, max_size=4))
 def test_mutated_valid_sets(mutations: list[tuple[int, str, str]]) -> None:
     token = VALID
@@ -210,7 +210,7 @@ def test_mutated_valid_sets(mutations: list[tuple[int, str, str]]) -> None:
     _verify(token.encode("utf-8", "surrogatepass"))
 
 
-@budget(120)
+@budget(100)
 @given(JSON)
 def test_parse_subject_only_raises_ssf_errors(value: Any) -> None:
     try:
@@ -219,7 +219,7 @@ def test_parse_subject_only_raises_ssf_errors(value: Any) -> None:
         pass
 
 
-@budget(120)
+@budget(100)
 @given(st.sampled_from(sorted(EVENT_MODELS)) | GENERIC_URI, JSON)
 def test_parse_event_only_raises_ssf_errors(uri: str, value: Any) -> None:
     try:
@@ -235,7 +235,7 @@ WIRE_MODELS = [
 ]  # fmt: skip
 
 
-@budget(100)
+@budget(80)
 @given(
     st.sampled_from(WIRE_MODELS),
     JSON
