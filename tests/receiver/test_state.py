@@ -174,3 +174,23 @@ def test_counts_follow_changes() -> None:
     s.apply(Mutation(Subject.opaque("a"), CUTOFF, math.inf, 6))
     s.apply(Mutation(Subject.opaque("a"), CUTOFF, math.inf, 7))
     assert (s.counts()["cutoffs"], s.counts()["revoked_sessions"]) == (1, 1)
+
+
+def test_token_cache_is_bounded_lru_and_evicts_by_subject() -> None:
+    from receiver.tokens import TokenCache, make_entry
+
+    cache = TokenCache(max_size=3)
+    state = RevocationState()
+    for name, claims in {
+        "t1": {"sid": "s1"},
+        "t2": {"sid": "s2", "device_id": "d1"},
+        "t3": {"sub": "u2", "device_id": "d1"},
+    }.items():
+        cache.put(make_entry(name, {"iss": ISS, "sub": "u1", "iat": 1, **claims}, kind="jwt"))
+    assert cache.get("t1") is not None  # t1 is now the most recent
+    cache.put(make_entry("t4", {"iss": ISS, "sub": "u3", "iat": 1}, kind="jwt"))
+    assert "t2" not in cache and len(cache) == 3  # the least recently used went
+    device_of_u2 = Subject.complex(user=Subject.iss_sub(ISS, "u2"), device=Subject.opaque("d1"))
+    assert cache.evict_subject(device_of_u2, state) == 1 and "t3" not in cache
+    assert cache.evict_subject(Subject.opaque("s1"), state) == 1 and "t1" not in cache
+    assert cache.evict_subject(Subject.iss_sub(ISS, "nobody"), state) == 0
