@@ -139,10 +139,10 @@ class Stack:
             "poll_interval": 0.2,
             "backoff_base": 0.1,
             "backoff_max": 1.0,
-            "startup_timeout": 15.0,
+            "startup_timeout": 30.0,
         }
 
-    def start_apis(self, timeout: float = 15.0) -> dict[str, dict[str, Any]]:
+    def start_apis(self, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
         """Every API with its receiver (start-up creates its stream); each one's ``/health`` once verified."""
         for api in self.apis:
             port = free_port()
