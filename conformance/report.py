@@ -112,7 +112,7 @@ class ConsoleReporter:
     """Prints each check as it is recorded, then each module's outcome, then the totals."""
 
     def __init__(self, console: Console | None = None, *, verbose: bool = False) -> None:
-        self.console = console or Console()
+        self.console = console or Console(soft_wrap=True)
         self.verbose = verbose
         self._printed: set[tuple[str, str]] = set()
 

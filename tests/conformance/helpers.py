@@ -8,7 +8,9 @@ from typing import Any
 
 from conformance.registry import Outcome
 from conformance.report import Report
+from conformance.rx import ReceiverOptions, run_receiver_plan
 from conformance.tx import TransmitterOptions, run_transmitter_plan
+from tests.conformance.fixture_receiver import FixtureReceiver
 from tests.conformance.fixture_transmitter import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -106,3 +108,42 @@ def describe_failures(report: Report) -> str:
         for r in report.results()
         if r.outcome is Outcome.FAILED
     )
+
+
+def _shared_receiver() -> FixtureReceiver:
+    if "rx" not in _RECEIVERS:
+        fx = FixtureReceiver()
+        ctx = serve(fx.app)
+        fx.base_url = ctx.__enter__()
+        _SERVERS.append(ctx)
+        _RECEIVERS["rx"] = fx
+    return _RECEIVERS["rx"]
+
+
+_RECEIVERS: dict[str, FixtureReceiver] = {}
+
+#: Short waits for the receiver session.
+RX_FAST = {"wait": 5.0, "idle": 0.5, "push_delay": 0.05, "long_poll": 0.5, "event_timeout": 1.5}
+
+
+@contextlib.contextmanager
+def fixture_receiver(faults: tuple[str, ...] | list[str] = (), **kw: Any) -> Iterator[FixtureReceiver]:
+    fx = _shared_receiver()
+    fx.reset(faults, **kw)
+    try:
+        yield fx
+    finally:
+        fx.reset()
+
+
+async def run_rx(fx: FixtureReceiver, only: list[str] | None = None, **kw: Any) -> Report:
+    opts: dict[str, Any] = {
+        "delivery": fx.delivery,
+        "start_hook": fx.start,
+        "finish_hook": fx.finish,
+        **RX_FAST,
+    }
+    # the corpus costs ~0.5 s: deliver it only where a module judges it
+    opts["corpus"] = only is None or bool({"kit-receiver-bad-set-corpus", "kit-receiver-wire"} & set(only))
+    opts.update(kw)
+    return await run_receiver_plan(ReceiverOptions(**opts), only=only)
