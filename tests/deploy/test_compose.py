@@ -225,3 +225,33 @@ def test_dockerfile_installs_every_package_as_non_root() -> None:
         assert (ROOT / source).exists(), source
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
+
+
+def test_the_image_gets_every_runtime_file() -> None:
+    """``pip install .`` in the Dockerfile ships packages plus their package-data globs only.
+
+    A template, JSON file or other data file that no glob picks up would be missing from the
+    image (and from any wheel) while every test run from the source tree still passes.
+    """
+    from setuptools import find_packages  # type: ignore[import-untyped]
+
+    setuptools_cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = find_packages(where=str(ROOT), include=setuptools_cfg["packages"]["find"]["include"])
+    globs: list[str] = setuptools_cfg.get("package-data", {}).get("*", [])
+    shipped: set[Path] = set()
+    for package in packages:
+        folder = ROOT / package.replace(".", "/")
+        shipped |= {p for p in folder.glob("*.py")}
+        for pattern in globs:
+            shipped |= {p for p in folder.glob(pattern) if p.is_file()}
+    missing = []
+    for top in {p.split(".")[0] for p in packages}:
+        for path in (ROOT / top).rglob("*"):
+            if not path.is_file() or "__pycache__" in path.parts or path.suffix in (".pyc", ".md"):
+                continue
+            if path not in shipped:
+                missing.append(str(path.relative_to(ROOT)))
+    assert not missing, (
+        f"not installed by `pip install .` (so not in the image): {sorted(missing)}; add a package-data "
+        "glob in pyproject.toml, or an __init__.py to make the folder a package"
+    )
