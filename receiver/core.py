@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import random
 import secrets
 import time
 from collections import Counter
@@ -145,13 +146,36 @@ class Receiver:
             except (DiscoveryError, JWKSError, TransmitterError) as exc:
                 self.error = str(exc)
                 if time.monotonic() + delay > deadline:
-                    raise
+                    if s.require_transmitter:
+                        raise
+                    # Serve anyway: every persisted revocation is enforced already; pushes get
+                    # 503 until the transmitter is reachable again.
+                    log.error("transmitter unreachable (%s); serving and retrying in the background", exc)
+                    self._tasks.append(
+                        asyncio.create_task(self._reconnect(delay), name="ssf-receiver-reconnect")
+                    )
+                    return
                 log.warning("connecting to the transmitter failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, s.backoff_max)
         self.error = None
         # Verification and polling run once the server listens (lifespan start-up precedes it).
         self._tasks.append(asyncio.create_task(self._after_start(), name="ssf-receiver-after-start"))
+
+    async def _reconnect(self, delay: float) -> None:
+        s = self.settings
+        while not self._stop.is_set():
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            try:
+                await self.connect()
+            except (DiscoveryError, JWKSError, TransmitterError) as exc:
+                self.error = str(exc)
+                delay = min(delay * 2, s.backoff_max)
+                continue
+            self.error = None
+            log.info("connected to the transmitter")
+            await self._after_start()
+            return
 
     async def stop(self) -> None:
         self._stop.set()

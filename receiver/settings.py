@@ -125,8 +125,10 @@ class ReceiverSettings(BaseSettings):
     poll_interval: float = Field(default=1.0, ge=0)
     backoff_base: float = Field(default=0.5, gt=0)
     backoff_max: float = Field(default=60.0, gt=0)
-    #: Give up start-up reconciliation after this many seconds of failures.
+    #: Seconds of start-up attempts to reach the transmitter before going on without it.
     startup_timeout: float = Field(default=30.0, gt=0)
+    #: Fail start-up when the transmitter stays unreachable (else serve and keep retrying).
+    require_transmitter: bool = False
 
     @field_validator("transmitter_issuer")
     @classmethod

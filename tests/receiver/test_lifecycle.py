@@ -25,7 +25,7 @@ from ssf.events import SessionRevoked
 from ssf.subjects import Subject
 from tests.receiver.conftest import receiver_settings, run_receiver
 from tests.receiver.fake import CLIENT_ID, CLIENT_SECRET, FakeTransmitter
-from tests.support.services import free_port
+from tests.support.services import free_port, serve
 
 
 async def test_discovery_uses_path_insertion(fake: FakeTransmitter) -> None:
@@ -207,12 +207,26 @@ async def test_startup_fails_cleanly_without_a_transmitter(tmp_path: Path) -> No
         startup_timeout=0.3,
         backoff_base=0.05,
         static_token="t",
+        require_transmitter=True,
     )
     receiver = Receiver(settings)
     with pytest.raises(DiscoveryError):
         await receiver.start()
     await receiver.stop()
     assert receiver.error
+
+
+def test_an_unreachable_transmitter_is_retried_in_the_background(tmp_path: Path) -> None:
+    """Start-up goes on without the transmitter (persisted revocations are enforced already);
+    once it is reachable the receiver connects, reconciles and verifies."""
+    tport = free_port()
+    fake = FakeTransmitter(tport)
+    with run_receiver(fake, tmp_path, startup_timeout=0.2, backoff_base=0.1, backoff_max=0.2) as rcv:
+        assert rcv.http.get("/health").status_code == 503
+        assert rcv.push("x.y.z").status_code == 503
+        with serve(fake.app, port=tport):
+            rcv.wait(lambda: bool(rcv.receiver.verified_states), "background connection and verification")
+            assert rcv.http.get("/health").json()["ready"]
 
 
 def test_settings_from_environment(
