@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -244,13 +245,18 @@ def test_the_image_gets_every_runtime_file() -> None:
         shipped |= {p for p in folder.glob("*.py")}
         for pattern in globs:
             shipped |= {p for p in folder.glob(pattern) if p.is_file()}
-    missing = []
-    for top in {p.split(".")[0] for p in packages}:
-        for path in (ROOT / top).rglob("*"):
-            if not path.is_file() or "__pycache__" in path.parts or path.suffix in (".pyc", ".md"):
-                continue
-            if path not in shipped:
-                missing.append(str(path.relative_to(ROOT)))
+    tops = sorted({p.split(".")[0] for p in packages})
+    # The committed files (a scratch file in someone's working tree is not part of the product).
+    listed = subprocess.run(["git", "ls-files", "--", *tops], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode == 0 and listed.stdout.strip():
+        files = [ROOT / line for line in listed.stdout.splitlines() if (ROOT / line).is_file()]
+    else:  # not a git checkout (e.g. an unpacked sdist)
+        files = [p for top in tops for p in (ROOT / top).rglob("*") if p.is_file()]
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in files
+        if path.suffix not in (".pyc", ".md") and "__pycache__" not in path.parts and path not in shipped
+    ]
     assert not missing, (
         f"not installed by `pip install .` (so not in the image): {sorted(missing)}; add a package-data "
         "glob in pyproject.toml, or an __init__.py to make the folder a package"
