@@ -9,6 +9,7 @@ took. Nothing is simulated: a refusal that does not come within the timeout is a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import statistics
@@ -20,12 +21,15 @@ from typing import Any, Final
 
 import httpx
 from rich.console import Console
+from rich.json import JSON
 from rich.markup import escape
 
 from demo.api import ALLOWED, INVALID_TOKEN, STEP_UP, call, wait_until
 from demo.scenarios import SCENARIOS, USER, Scenario, event_name
 from demo.stack import API_AUDIENCE, LONG_POLL_SECONDS, Api, Stack
 from demo.timeline import Outcome, Timeline
+from ssf.errors import SSFError
+from ssf.set import decode_unverified
 
 __all__ = ["DemoFailed", "main"]
 
@@ -45,6 +49,7 @@ class Demo:
         self.timeline = Timeline(console)
         self.refusal_timeout = refusal_timeout
         self._explained = False
+        self._shown_set = False
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -166,6 +171,36 @@ class Demo:
         publish_ms = float(published["publish_ms"])
         for api, result in zip(self.stack.apis, results, strict=True):
             self._record(sc, api, label, expected, result, publish_ms)
+        if not self._shown_set:
+            self._shown_set = self._show_set(published["jti"])
+
+    def _show_set(self, jtis: dict[str, str]) -> bool:
+        """Print, once, a SET exactly as it reached a push endpoint (decoded for reading)."""
+        for api in self.stack.apis:
+            stream_id = api.stream.get("stream_id")
+            jti = jtis.get(str(stream_id))
+            if api.tap is None or jti is None:
+                continue
+            for body in api.tap.bodies():
+                try:
+                    header, claims = decode_unverified(body)
+                except SSFError:
+                    continue
+                if claims.get("jti") == jti:
+                    self.console.print(
+                        f"[bold]The SET as it reached {api.name}'s /ssf/push[/] ({len(body)} bytes; "
+                        "header and claims decoded):"
+                    )
+                    # soft_wrap: long event-type URIs run past the edge rather than being cut.
+                    self.console.print(JSON(json.dumps({"header": header, "claims": claims})), soft_wrap=True)
+                    self.timeline.note(
+                        "A signed JWT (RFC 8417): who sent it (iss), for which stream (aud), about whom "
+                        "(sub_id: Ada and her session) and what happened (events). The receiver "
+                        f"checked its signature with the transmitter's key {escape(str(header.get('kid')))} "
+                        "from the transmitter's JWKS before acting on it."
+                    )
+                    return True
+        return False
 
     def _record(
         self, sc: Scenario, api: Api, label: str, expected: str, result: Any, publish_ms: float

@@ -20,6 +20,7 @@ import httpx
 from demo.idp import DemoIdP
 from demo.publisher import TransmitterPublisher
 from demo.servers import ServiceThread, free_port
+from demo.wiretap import WireTap
 from receiver.app import create_app as create_receiver_app
 from receiver.settings import ReceiverSettings
 from transmitter.app import create_app as create_transmitter_app
@@ -50,6 +51,8 @@ class Api:
     client_secret: str
     service: ServiceThread | None = None
     stream: dict[str, object] = field(default_factory=dict)
+    #: What arrived at the receiver's push endpoint (push delivery only).
+    tap: WireTap | None = None
 
     @property
     def name(self) -> str:
@@ -147,7 +150,8 @@ class Stack:
         for api in self.apis:
             port = free_port()
             settings = ReceiverSettings(**self.receiver_values(api, port))
-            api.service = self._start(api.name, create_receiver_app(settings, protected_demo=True), port)
+            api.tap = WireTap(create_receiver_app(settings, protected_demo=True))
+            api.service = self._start(api.name, api.tap, port)
         health: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=5, trust_env=False) as http:

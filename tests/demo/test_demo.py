@@ -54,6 +54,10 @@ def test_make_demo_runs_push_and_poll_and_shows_each_refusal() -> None:
         assert len(re.findall(allowed, out)) == 2, api
     for event in ("session-revoked", "device-compliance-change", "assurance-level-change"):
         assert f"publishes CAEP {event}" in out
+    # One real SET, as it arrived on the wire, decoded for the reader.
+    shown = out[out.index("The SET as it reached API (push)'s /ssf/push") :]
+    assert '"typ": "secevent+jwt"' in shown and '"format": "complex"' in shown
+    assert '"https://schemas.openid.net/secevent/caep/event-type/session-revoked": {' in shown
     # The results table: ten rows, all as expected, each with a measured time.
     rows = [line for line in out.splitlines() if re.match(r"^│ .* ms │$", line)]
     assert len(rows) == 10, "\n".join(rows)
