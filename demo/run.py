@@ -103,7 +103,14 @@ class Demo:
         if login.status_code != 200:
             raise DemoFailed(f"sign-in at the identity provider failed: {login.status_code} {login.text}")
         token, sid = login.json()["access_token"], login.json()["sid"]
-        t.log("IdP", f"Ada signs in on {sc.device_id} at {sc.acr}: session {sid}, access token valid 60 min")
+        _, claims = decode_unverified(token)  # a JWT too; shown for reading, the API verifies it
+        minutes = (int(claims["exp"]) - int(claims["iat"])) // 60
+        t.log(
+            "IdP",
+            f"Ada signs in on {sc.device_id} at {sc.acr}: session {sid}. Her access token (RFC 9068 JWT) "
+            f"says sub={claims['sub']}, sid={claims['sid']}, acr={claims['acr']}, "
+            f"device_id={claims['device_id']}, valid {minutes} min",
+        )
         for api in self.stack.apis:
             answer = await call(http, api.protected_url, token)
             t.log(api.name, "GET /protected/whoami with Ada's token → [green bold]200 OK[/]: allowed")

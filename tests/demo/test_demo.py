@@ -54,6 +54,11 @@ def test_make_demo_runs_push_and_poll_and_shows_each_refusal() -> None:
         assert len(re.findall(allowed, out)) == 2, api
     for event in ("session-revoked", "device-compliance-change", "assurance-level-change"):
         assert f"publishes CAEP {event}" in out
+    # Each sign-in shows what the access token binds: user, session, assurance, device.
+    logins = re.findall(
+        r"sub=248289761001, sid=s-\S+, acr=nist-aal2, device_id=laptop-(\d), valid 60 min", out
+    )
+    assert logins == ["1", "2", "3"]
     # One real SET, as it arrived on the wire, decoded for the reader.
     shown = out[out.index("The SET as it reached API (push)'s /ssf/push") :]
     assert '"typ": "secevent+jwt"' in shown and '"format": "complex"' in shown
