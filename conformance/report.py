@@ -30,11 +30,13 @@ class Report:
         return [r for m in self.modules for r in m.results]
 
     def counts(self) -> tuple[int, int, int]:
+        """(passed, failed, skipped) checks; a module skipped as a whole counts as one skip."""
         rs = self.results()
         return (
             sum(r.outcome is Outcome.PASSED for r in rs),
             sum(r.outcome is Outcome.FAILED for r in rs),
-            sum(r.outcome is Outcome.SKIPPED for r in rs),
+            sum(r.outcome is Outcome.SKIPPED for r in rs)
+            + sum(1 for m in self.modules if m.skipped_reason and not m.results),
         )
 
     @property
@@ -172,5 +174,4 @@ class ConsoleReporter:
         self.console.print(
             f"{len(fails)} FAILURE, {len(warns)} WARNING, {len(infos)} INFO level check(s) failed"
         )
-        # The very last line is the machine-readable total.
-        print(summary_line(report), flush=True)
+        self.console.print(summary_line(report), highlight=False)
