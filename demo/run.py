@@ -176,8 +176,14 @@ class Demo:
                 "state. The demo calls each API every 5 ms until the answer changes."
             )
         publish_ms = float(published["publish_ms"])
-        for api, result in zip(self.stack.apis, results, strict=True):
-            self._record(sc, api, label, expected, result, publish_ms)
+        # The timeline in the order the answers came (a missing one last); the table in API order.
+        order = sorted(
+            range(len(results)), key=lambda i: results[i].at if results[i] is not None else float("inf")
+        )
+        outcomes = {
+            i: self._record(sc, self.stack.apis[i], label, expected, results[i], publish_ms) for i in order
+        }
+        self.timeline.outcomes.extend(outcomes[i] for i in range(len(results)))
         if not self._shown_set:
             self._shown_set = self._show_set(published["jti"])
 
@@ -211,23 +217,21 @@ class Demo:
 
     def _record(
         self, sc: Scenario, api: Api, label: str, expected: str, result: Any, publish_ms: float
-    ) -> None:
+    ) -> Outcome:
+        """Print one API's answer to the change on the timeline; the outcome for the table."""
         t = self.timeline
         event = event_name(sc.event_type)
         if result is None:
             what = "still allowed" if expected != ALLOWED else "still refused"
             t.log(api.name, f"[red bold]{what} after {self.refusal_timeout:g} s: expected {expected}[/]")
-            t.outcomes.append(Outcome(label, event, api.name, expected, what, None, 0, publish_ms))
-            return
+            return Outcome(label, event, api.name, expected, what, None, 0, publish_ms)
         answer = result.answer
         ms = result.after * 1000
         why = answer.challenge.get("error_description")
         reason = f' ("{escape(why)}")' if why else ""
         timing = f"[bold]{ms:.1f} ms[/] after the publish call returned"
         if result.allowed_before:
-            timing += (
-                f" ({result.allowed_before} earlier call(s) still got the old answer while the SET travelled)"
-            )
+            timing += f" ({result.allowed_before} call(s) before it still got the old answer)"
         if answer.kind == ALLOWED:
             text = f"[green bold]200 OK[/]: allowed again, {timing}"
         elif answer.kind == INVALID_TOKEN:
@@ -244,9 +248,7 @@ class Demo:
         else:
             text = f"[red bold]{escape(answer.describe())}[/] {timing}"
         t.log(api.name, f"GET /protected/whoami → {text}", at=result.at - t.started)
-        t.outcomes.append(
-            Outcome(label, event, api.name, expected, answer.kind, ms, result.allowed_before, publish_ms)
-        )
+        return Outcome(label, event, api.name, expected, answer.kind, ms, result.allowed_before, publish_ms)
 
 
 def _conclusion(console: Console, timeline: Timeline) -> bool:
