@@ -276,7 +276,8 @@ def parse_claims(claims: Mapping[str, Any]) -> SecurityEventToken:
     allowed = type(event).subject_formats
     if allowed is not None and subject.format not in allowed:
         raise InvalidSubject(f"event '{event_type}' needs a subject of format {sorted(allowed)}")
-    known = 6 + (txn is not None) + (toe is not None)  # iss jti iat aud events sub_id + optional
+    # iss jti iat aud events are present by now; count the optional known ones present
+    known = 5 + ("sub_id" in claims) + (txn is not None) + (toe is not None)
     extra = {k: v for k, v in claims.items() if k not in _KNOWN_CLAIMS} if len(claims) > known else {}
     return _token(iss, jti, iat, audience, subject, event_type, event, txn, toe, extra)
 

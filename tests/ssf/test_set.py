@@ -429,3 +429,11 @@ def test_replacing_keys_is_honoured_by_the_header_cache() -> None:
     with pytest.raises(AuthenticationFailed):
         check.verify(jws_compact(header(old), claims(), old))
     assert check.verify(jws_compact(header(new), claims(), new))
+
+
+def test_unknown_claims_are_kept_aside_for_legacy_sets_without_sub_id() -> None:
+    legacy_event = {SessionRevoked.event_type: {"subject": {"format": "opaque", "id": "s"}}}
+    token = parse_claims(claims(sub_id=..., events=legacy_event, vendor=1))
+    assert token.extra == {"vendor": 1} and token.sub_id == Subject.opaque("s")
+    nulled = parse_claims(claims(txn=None, vendor=2))  # an explicit null txn is "no txn"
+    assert nulled.extra == {"vendor": 2} and nulled.txn is None
