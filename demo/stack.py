@@ -33,7 +33,7 @@ __all__ = ["API_AUDIENCE", "PROTECTED_PATH", "REQUIRED_ACR", "Api", "Stack"]
 API_AUDIENCE: Final = "https://api.example.com"
 PROTECTED_PATH: Final = "/protected/whoami"
 #: The API's policy: sign-ins weaker than this get an RFC 9470 step-up challenge.
-REQUIRED_ACR: str | None = "nist-aal2"
+REQUIRED_ACR: Final = "nist-aal2"
 #: How long the transmitter holds a long poll open; the receiver waits a little longer. Short,
 #: because the transmitter lets open long polls run out before it stops (bounds the shutdown).
 LONG_POLL_SECONDS: Final = 1.0
