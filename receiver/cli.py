@@ -59,6 +59,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
             )
         finally:
             await store.close()
+        if isinstance(stream, dict):
+            stream.pop("_receiver", None)  # holds the push credential: never printed
         return {
             "issuer": settings.transmitter_issuer,
             "stream": stream,

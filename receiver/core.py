@@ -51,6 +51,8 @@ __all__ = ["NotReady", "Receiver"]
 
 log = logging.getLogger("receiver")
 MAX_PENDING_STATES = 64
+#: Our own member in the stored stream record (never sent to the transmitter).
+_OWN = "_receiver"
 
 
 class NotReady(Exception):
@@ -236,7 +238,15 @@ class Receiver:
         self.metadata = meta
         self.jwks = JWKSCache(meta.jwks_uri, self.http, min_interval=s.jwks_min_refresh_interval)
         keys = await self.jwks.load()
-        saved = await self.store.load_stream(meta.issuer)
+        saved = await self.store.load_stream(meta.issuer) or {}
+        remembered = (
+            saved.get(_OWN, {}).get("push_authorization") if isinstance(saved.get(_OWN), dict) else None
+        )
+        if s.push_authorization is None and isinstance(remembered, str) and self.push_authorization:
+            # Reuse the generated push credential: a restart (or another instance sharing the
+            # store) keeps the one the transmitter already sends.
+            self.push_authorization = remembered
+            self._push_auth_bytes = remembered.encode()
         if not s.out_of_band:
             self.client = TransmitterClient(meta, self.http, await self._token_provider(meta))
             desired = desired_config(
@@ -246,10 +256,13 @@ class Receiver:
                 push_authorization=self.push_authorization,
                 description=s.description,
             )
-            known = s.stream_id or (saved or {}).get("stream_id")
+            known = s.stream_id or saved.get("stream_id")
             self.stream = await reconcile(self.client, desired, stream_id=known)
             self.stream_id = self.stream.stream_id
-            await self.store.save_stream(meta.issuer, self.stream.to_json())
+            record = self.stream.to_json()
+            if s.push_authorization is None and self.push_authorization:
+                record[_OWN] = {"push_authorization": self.push_authorization}
+            await self.store.save_stream(meta.issuer, record)
         audience = s.audience
         if audience is None and self.stream is not None:
             audience = self.stream.aud if isinstance(self.stream.aud, str) else None

@@ -192,10 +192,15 @@ def test_restart_reuses_the_stored_stream(fake: FakeTransmitter, tmp_path: Path)
     port = free_port()
     with run_receiver(fake, tmp_path, port=port) as rcv:
         first = rcv.receiver.stream_id
+        credential = rcv.receiver.push_authorization
+    n = len(fake.requests)
     with run_receiver(fake, tmp_path, port=port) as rcv:
         assert rcv.receiver.stream_id == first
         assert len(fake.streams) == 1
         assert rcv.http.get("/health").json()["stream_id"] == first
+        # The generated push credential was kept, so the stream needed no update: one read.
+        assert rcv.receiver.push_authorization == credential
+        assert [m for m, _, _ in fake.requests[n:]] == ["GET"]
 
 
 async def test_startup_fails_cleanly_without_a_transmitter(tmp_path: Path) -> None:
