@@ -194,9 +194,10 @@ def sign_set(token: SecurityEventToken, key: SigningKey) -> str:
     """
     if key.alg not in ALG_MODELS:
         raise KeyMaterialError(f"unsupported signing algorithm {key.alg!r}")
+    payload = b64url_encode(token.claims_json().encode())
     try:
         sign = signer(key.key, key.alg)
-        signing_input = header_segment(key.alg, key.kid) + b"." + b64url_encode(token.claims_json().encode())
+        signing_input = header_segment(key.alg, key.kid) + b"." + payload
         signature = sign(signing_input)
     except (JoseError, ValueError, TypeError) as exc:
         raise KeyMaterialError(f"the key cannot sign with {key.alg}") from exc
