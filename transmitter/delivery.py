@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from sqlalchemy import bindparam, exists, or_, select, update
+from sqlalchemy import bindparam, exists, func, or_, select, update
 
 from ssf import uris
 from transmitter.db import DELIVERED, PENDING, REJECTED, begin, outbox_t, stream_t
@@ -69,6 +69,10 @@ class DeliveryWorker:
         self._sem = asyncio.Semaphore(self.s.push_concurrency)
         self._stream_wake: dict[str, asyncio.Event] = {}
         self._renewed: dict[str, float] = {}
+        #: Delivered SET ids of drained streams, waiting for the shared flush.
+        self._unflushed: dict[str, list[int]] = {}
+        self._flushing: dict[str, list[int]] = {}
+        self._flush_wake = asyncio.Event()
         self._poll_ids: frozenset[str] = frozenset()
         #: How long an idle stream keeps its lease waiting for the next SET (saves a claim).
         self._linger = min(2.0, self.s.lease_seconds / 3)
@@ -97,6 +101,29 @@ class DeliveryWorker:
             )
             .order_by(*order)
             .limit(self.s.push_batch)
+        )
+        ranked = (
+            select(
+                *cols,
+                outbox_t.c.stream_id,
+                stream_t.c.status,
+                stream_t.c.endpoint_url,
+                stream_t.c.auth_header,
+                func.row_number().over(partition_by=outbox_t.c.stream_id, order_by=order).label("rn"),
+            )
+            .select_from(outbox_t.join(stream_t, outbox_t.c.stream_id == stream_t.c.stream_id))
+            .where(
+                outbox_t.c.stream_id.in_(bindparam("ids", expanding=True)),
+                outbox_t.c.state == PENDING,
+                stream_t.c.lease_owner == self.owner,
+                stream_t.c.method == uris.PUSH,
+                stream_t.c.endpoint_url.is_not(None),
+                or_(outbox_t.c.control.is_(True), stream_t.c.status == "enabled"),
+            )
+            .subquery()
+        )
+        self._q_first = (
+            select(ranked).where(ranked.c.rn <= self.s.push_batch).order_by(ranked.c.stream_id, ranked.c.rn)
         )
         self._q_renew = (
             update(stream_t)
@@ -137,7 +164,11 @@ class DeliveryWorker:
             skip_auto_headers=("Content-Type",),
         )
         self.tx.notifier.add_listener(self._on_new_sets)
-        self._tasks = [asyncio.create_task(self._claim_loop()), asyncio.create_task(self._maintenance_loop())]
+        self._tasks = [
+            asyncio.create_task(self._claim_loop()),
+            asyncio.create_task(self._maintenance_loop()),
+            asyncio.create_task(self._flush_loop()),
+        ]
 
     async def stop(self) -> None:
         self._stopping = True
@@ -147,6 +178,11 @@ class DeliveryWorker:
         for t in [*self._tasks, *self.active.values()]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        leftover = [i for group in self._unflushed.values() for i in group]
+        self._unflushed.clear()
+        if leftover:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._mark_delivered, leftover)
         if self._session is not None:
             await self._session.close()
         # Leave nothing leased: another instance (or our restart) may continue at once.
@@ -189,20 +225,22 @@ class DeliveryWorker:
                 claimed = await asyncio.to_thread(self._claim, frozenset(self.active))
             except Exception:
                 log.exception("claiming push work failed")
-                claimed = []
-            for sid in claimed:
-                self.active[sid] = asyncio.create_task(self._stream_loop(sid))
+                claimed = {}
+            for sid, first in claimed.items():
+                self.active[sid] = asyncio.create_task(self._stream_loop(sid, first))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.s.worker_poll_interval)
 
     # --- database side (worker threads) --------------------------------------------------
-    def _claim(self, busy: frozenset[str]) -> list[str]:
+    def _claim(self, busy: frozenset[str]) -> dict[str, _Batch | None]:
+        """Lease streams with deliverable SETs and take each one's first batch, all in one
+        transaction (a fan-out to many streams costs one round of statements, not one each)."""
         now = time.time()
         with begin(self.tx.engine) as conn:
             self._poll_ids = frozenset(r[0] for r in conn.execute(self._q_poll_ids))
             ids = [r[0] for r in conn.execute(self._q_claim, {"now": now, "busy": list(busy) or [""]})]
             if not ids:
-                return []
+                return {}
             conn.execute(
                 update(stream_t)
                 .where(stream_t.c.stream_id.in_(ids), stream_t.c.lease_until < now)
@@ -216,7 +254,17 @@ class DeliveryWorker:
                     )
                 )
             ]
-        return mine
+            rows = list(conn.execute(self._q_first, {"ids": mine})) if mine else []
+        batches: dict[str, _Batch | None] = dict.fromkeys(mine)
+        for row in rows:
+            batch = batches.get(row.stream_id)
+            if batch is None:
+                header = self.tx.box.decrypt(row.auth_header) if row.auth_header is not None else None
+                batch = batches[row.stream_id] = _Batch(row.endpoint_url, header, row.status, [])
+            batch.rows.append(row)
+        for sid in batches:
+            self._renewed[sid] = now
+        return batches
 
     def _fetch(self, sid: str, delivered: list[int]) -> _Batch | None:
         """Record the previous batch's deliveries, renew the lease when a third of it has run
@@ -304,22 +352,25 @@ class DeliveryWorker:
             )
 
     # --- pushing ------------------------------------------------------------------------
-    async def _stream_loop(self, sid: str) -> None:
+    async def _stream_loop(self, sid: str, first: _Batch | None = None) -> None:
         release = True
         wake = self._stream_wake[sid] = asyncio.Event()
         delivered: list[int] = []
         try:
             while not self._stopping:
                 wake.clear()  # before fetching: a SET committed after this wakes us
-                batch = await asyncio.to_thread(self._fetch, sid, delivered)
-                delivered = []
+                batch: _Batch | None
+                if first is not None:
+                    batch, first = first, None
+                else:
+                    delivered = self._unflushed.pop(sid, []) + self._flushing.get(sid, []) + delivered
+                    batch = await asyncio.to_thread(self._fetch, sid, delivered)
+                    delivered = []
                 if batch is None:
-                    try:
-                        await asyncio.wait_for(wake.wait(), self._linger)
-                        continue
-                    except TimeoutError:
+                    if not await self._idle(wake):
                         break
-                problem = await asyncio.to_thread(self.tx.guard.allowed, batch.url)
+                    continue
+                problem = await self._guard(batch.url)
                 failed = False
                 for row in batch.rows:
                     if problem:
@@ -329,6 +380,7 @@ class DeliveryWorker:
                     if outcome.delivered:
                         delivered.append(row.id)
                         continue
+                    delivered = self._unflushed.pop(sid, []) + delivered
                     await asyncio.to_thread(self._mark_delivered, delivered)
                     delivered = []
                     if outcome.reject is not None:
@@ -340,6 +392,14 @@ class DeliveryWorker:
                 if failed:
                     release = False  # the lease now ends at the retry time
                     break
+                if len(batch.rows) < self.s.push_batch:
+                    # Drained: hand the deliveries to the shared flush (one transaction for many
+                    # streams) and wait for the next SET without another round trip.
+                    self._unflushed.setdefault(sid, []).extend(delivered)
+                    delivered = []
+                    self._flush_wake.set()
+                    if not await self._idle(wake):
+                        break
         except asyncio.CancelledError:
             release = False
             raise
@@ -349,12 +409,49 @@ class DeliveryWorker:
             self.active.pop(sid, None)
             self._stream_wake.pop(sid, None)
             self._renewed.pop(sid, None)
+            delivered = self._unflushed.pop(sid, []) + delivered
             with contextlib.suppress(Exception):
                 if delivered:
                     await asyncio.to_thread(self._mark_delivered, delivered)
                 if release:
                     await asyncio.to_thread(self._release, sid)
             self._wake.set()
+
+    async def _idle(self, wake: asyncio.Event) -> bool:
+        """Keep the lease a moment for the next SET; False when none came."""
+        try:
+            await asyncio.wait_for(wake.wait(), self._linger)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _guard(self, url: str) -> str | None:
+        hit = self.tx.guard.cached(url)
+        if hit is not None:
+            return hit[0]
+        return await asyncio.to_thread(self.tx.guard.allowed, url)
+
+    async def _flush_loop(self) -> None:
+        """Record deliveries of drained streams together, a few milliseconds after they happen."""
+        while not self._stopping:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            await asyncio.sleep(0.005)
+            taken, self._unflushed = self._unflushed, {}
+            ids = [i for group in taken.values() for i in group]
+            if not ids:
+                continue
+            # Until this commits, a stream that fetches again marks these ids itself (the
+            # update is idempotent), so a delivered SET is never selected as pending again.
+            for sid, group in taken.items():
+                self._flushing.setdefault(sid, []).extend(group)
+            try:
+                await asyncio.to_thread(self._mark_delivered, ids)
+            except Exception:
+                log.exception("recording deliveries failed")
+            finally:
+                for sid in taken:
+                    self._flushing.pop(sid, None)
 
     async def _push(self, url: str, header: str | None, token: str) -> _Outcome:
         assert self._session is not None

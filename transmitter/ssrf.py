@@ -67,6 +67,15 @@ class SSRFGuard:
         if problem:
             raise ModelError(f"delivery.endpoint_url {problem}")
 
+    def cached(self, url: str) -> tuple[str | None] | None:
+        """A verdict without resolving: ``(problem,)`` if known (or dev mode), else None."""
+        if self.dev_mode:
+            return (None,)
+        hit = self._cache.get(url)
+        if hit and hit[0] > time.monotonic():
+            return (hit[1],)
+        return None
+
     def allowed(self, url: str) -> str | None:
         """Worker-side re-check, cached for 60 s per URL host; returns the problem or None."""
         now = time.monotonic()
