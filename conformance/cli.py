@@ -91,7 +91,7 @@ def transmitter(
         " {stream_id} {txn} are filled in (also as SSF_* environment variables).",
     ),
     publish_url: str | None = typer.Option(
-        None, "--publish-url", help="Publish API (default: <origin>/events)."
+        None, "--publish-url", help="Publish API (default: <issuer>/events)."
     ),
     publish_token: str | None = typer.Option(
         None, "--publish-token", help="Bearer token with scope ssf.publish."
@@ -119,6 +119,9 @@ def transmitter(
     max_wait: float = typer.Option(60.0, "--max-wait", help="Cap on waits the transmitter asks for."),
     long_poll_timeout: float = typer.Option(35.0, "--long-poll-timeout"),
     http_timeout: float = typer.Option(10.0, "--http-timeout"),
+    key_rotation_wait: float = typer.Option(
+        30.0, "--key-rotation-wait", help="Seconds a new key may take to appear in the JWKS."
+    ),
     only: list[str] = typer.Option([], "--only", help="Run only these modules (names or shell patterns)."),
     skip: list[str] = typer.Option([], "--skip", help="Skip these modules."),
     list_: bool = typer.Option(False, "--list", help="List the plan's modules and checks, then exit."),
@@ -164,6 +167,7 @@ def transmitter(
         max_wait=max_wait,
         long_poll_timeout=long_poll_timeout,
         http_timeout=http_timeout,
+        key_rotation_wait=key_rotation_wait,
     )
     try:
         report = asyncio.run(

@@ -91,6 +91,8 @@ class TransmitterOptions:
     #: Upper bound on waits the transmitter's own settings ask for (inactivity, verification interval).
     max_wait: float = 60.0
     http_timeout: float = 10.0
+    #: How long a running transmitter may take to publish a key after --rotate-cmd.
+    key_rotation_wait: float = 30.0
     subject: dict[str, Any] = field(
         default_factory=lambda: {"format": "email", "email": "conformance-user@example.com"}
     )
@@ -442,8 +444,7 @@ class TransmitterKit:
         if self.opts.publish_url:
             return self.opts.publish_url
         issuer = self.expected_issuer or str(self.metadata.get("issuer", ""))
-        parts = urlsplit(issuer)
-        return f"{parts.scheme}://{parts.netloc}/events"
+        return issuer.rstrip("/") + "/events"
 
     async def publish(
         self,

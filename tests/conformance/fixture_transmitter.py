@@ -93,7 +93,7 @@ class FixtureTransmitter:
             Route(f"{p}/subjects:remove", self.remove_subject, methods=["POST"]),
             Route(f"{p}/verify", self.verify, methods=["POST"]),
             Route(p + "/poll/{stream_id}", self.poll, methods=["POST"]),
-            Route("/events", self.publish, methods=["POST"]),
+            Route(f"{p}/events", self.publish, methods=["POST"]),
             Route(f"{p}/admin/status", self.admin_status, methods=["POST"]),
             Route(f"{p}/admin/rotate", self.admin_rotate, methods=["POST"]),
         ]

@@ -25,6 +25,7 @@ FAST = {
     "event_timeout": 1.0,
     "settle": 0.3,
     "long_poll_timeout": 10.0,
+    "key_rotation_wait": 1.0,
     "max_wait": 10.0,
     "http_timeout": 10.0,
 }

@@ -1,0 +1,133 @@
+"""Both plans against OUR transmitter and receiver, started as real processes on loopback:
+every FAILURE-level check must pass."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conformance.registry import Severity
+from conformance.report import Report
+from conformance.tx import TransmitterOptions, run_transmitter_plan
+from tests.conformance.helpers import FAST, describe_failures
+from tests.support.services import free_port
+
+BIN = Path(sys.executable).parent
+SSF = str(BIN / "ssf")
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"process exited with {proc.returncode}: {err[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1, trust_env=False).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class OurTransmitter:
+    def __init__(self, tmp: Path, **settings: Any) -> None:
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}/tx"
+        self.env = {
+            **os.environ,
+            "SSF_TRANSMITTER_ISSUER": self.issuer,
+            "SSF_TRANSMITTER_DEV_MODE": "true",
+            "SSF_TRANSMITTER_DATABASE_URL": f"sqlite:///{tmp / 'tx.db'}",
+            "SSF_TRANSMITTER_SECRET_FILE": str(tmp / "tx.secret"),
+            "SSF_TRANSMITTER_ALLOWED_PUSH_DESTINATIONS": "127.0.0.1",
+            "SSF_TRANSMITTER_LONG_POLL_TIMEOUT": "2",
+            "SSF_TRANSMITTER_WORKER_POLL_INTERVAL": "0.2",
+            "SSF_TRANSMITTER_RETRY_BASE_SECONDS": "0.1",
+            "SSF_TRANSMITTER_DEFAULT_SUBJECTS": "NONE",
+            **{f"SSF_TRANSMITTER_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            [SSF, "transmitter", *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def client(self, name: str, *extra: str) -> tuple[str, str]:
+        lines = dict(
+            line.split("=", 1) for line in self.cli("client", "add", name, *extra).splitlines() if "=" in line
+        )
+        return lines["client_id"], lines["client_secret"]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[OurTransmitter]:
+        proc = subprocess.Popen(
+            [SSF, "transmitter", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _wait_http(f"http://127.0.0.1:{self.port}/.well-known/ssf-configuration/tx", proc)
+            yield self
+        finally:
+            _stop(proc)
+
+    def command(self, *args: str) -> str:
+        """A shell command (for the kit's --status-cmd / --rotate-cmd) with this process's settings."""
+        env = " ".join(f"{k}={v}" for k, v in self.env.items() if k.startswith("SSF_TRANSMITTER_"))
+        return f"env {env} {SSF} transmitter {' '.join(args)} >/dev/null"
+
+
+def _failures(report: Report) -> list[str]:
+    return [f"{r.module} :: {r.check.id}: {r.message}" for r in report.failures(Severity.FAILURE)]
+
+
+@pytest.mark.parametrize(
+    ("delivery", "profile"), [("push", "default"), ("poll", "caep-interop")], ids=["push", "poll-caep"]
+)
+async def test_our_transmitter_passes_every_failure_check(
+    tmp_path: Path, delivery: str, profile: str
+) -> None:
+    tx = OurTransmitter(tmp_path)
+    cid, secret = tx.client("kit")
+    pid, psecret = tx.client("kit-publisher", "--publisher")
+    with tx.running():
+        opts = TransmitterOptions(
+            issuer=tx.issuer,
+            client_id=cid,
+            client_secret=secret,
+            publish_client_id=pid,
+            publish_client_secret=psecret,
+            delivery=delivery,
+            profile=profile,
+            allow_http_loopback=True,
+            status_cmd=tx.command("streams", "status", "{stream_id}", "{status}"),
+            rotate_cmd=tx.command("keys", "rotate"),
+            # our transmitter reloads keys in its maintenance pass (every 5 s by default)
+            **{**FAST, "event_timeout": 4.0, "settle": 1.0, "key_rotation_wait": 8.0},
+        )
+        report = await run_transmitter_plan(opts)
+    assert not _failures(report), (
+        "\n" + "\n".join(_failures(report)) + "\n\nall:\n" + describe_failures(report)
+    )
