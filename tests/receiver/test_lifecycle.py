@@ -113,15 +113,22 @@ async def test_responses_naming_another_issuer_are_refused(fake: FakeTransmitter
 async def test_token_is_renewed_before_expiry_and_after_a_401(
     fake_factory: Callable[..., FakeTransmitter],
 ) -> None:
-    fake = fake_factory(token_lifetime=1)
+    short = fake_factory(token_lifetime=1)
+    async with httpx.AsyncClient() as http:
+        client = await _client(short, http)
+        await client.list()
+        await client.list()  # lifetime 1 s: renewed before each use
+        assert len(short.tokens_issued) == 2
+    fake = fake_factory(token_lifetime=3600)
     async with httpx.AsyncClient() as http:
         client = await _client(fake, http)
         await client.list()
-        await client.list()  # lifetime 1 s: renewed before each use
-        assert len(fake.tokens_issued) == 2
-        fake.valid_tokens.clear()  # the transmitter forgets its tokens
+        await client.list()  # a long-lived token is reused
+        assert len(fake.tokens_issued) == 1
+        fake.valid_tokens.clear()  # the transmitter forgets its tokens: 401, renew, retry once
         assert await client.list() == []
-        assert len(fake.tokens_issued) == 3
+        assert len(fake.tokens_issued) == 2
+        assert fake.requests[-2][0] == fake.requests[-1][0] == "GET"
 
 
 async def test_static_token_and_unauthorized(fake: FakeTransmitter) -> None:
