@@ -51,6 +51,7 @@ __all__ = ["NotReady", "Receiver"]
 
 log = logging.getLogger("receiver")
 MAX_PENDING_STATES = 64
+_MAX_UNSYNCED = 100_000
 #: Our own member in the stored stream record (never sent to the transmitter).
 _OWN = "_receiver"
 
@@ -102,6 +103,9 @@ class Receiver:
         self.unsolicited_verifications = 0
         self.stats: Counter[str] = Counter()
         self.error: str | None = None
+        #: Applied in memory (and enforced) but not yet stored: retried until the store is back.
+        self._unsynced: list[Mutation] = []
+        self.store_error: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
         self._opened = False
@@ -136,6 +140,7 @@ class Receiver:
         await self.open()
         s = self.settings
         self._tasks.append(asyncio.create_task(self._maintenance(), name="ssf-receiver-maintenance"))
+        self._tasks.append(asyncio.create_task(self._sync_loop(), name="ssf-receiver-store-sync"))
         if not s.transmitter_issuer:
             log.warning("no transmitter issuer configured: the push endpoint refuses SETs")
             return
@@ -419,13 +424,43 @@ class Receiver:
     async def _commit(self, batch: WriteBatch) -> None:
         """Make a batch durable. On failure its jtis are forgotten, so the transmitter's retry
         (push) or re-delivery (poll, nothing was acked) applies and stores them again; the
-        in-memory state already holds them, and applying twice changes nothing."""
+        in-memory state already holds them (and keeps enforcing them), and applying twice
+        changes nothing. Its mutations are kept and ride along with the next commit (or the
+        background sync), because the retry finds them applied already and would not carry
+        them to the store (nor, through a shared store, to the other instances)."""
+        if self._unsynced:
+            carried, self._unsynced = self._unsynced, []
+            batch.mutations[:0] = carried
+            if self.store.wants_snapshots:
+                for m in carried:
+                    key = row_key(m.subject)
+                    if key not in batch.snapshots:
+                        batch.snapshots[key] = [x.to_json() for x in self.state.export(m.subject)]
         try:
             await self.store.commit(batch)
-        except Exception:
+        except Exception as exc:
             for jti, _digest, _at in batch.jtis:
                 self.jtis.discard(jti)
+            self._unsynced.extend(batch.mutations)
+            del self._unsynced[:-_MAX_UNSYNCED]
+            self.store_error = f"{type(exc).__name__}: {exc}"[:300]
+            self.stats["store_failed"] += 1
             raise
+        self.store_error = None
+
+    async def _sync_loop(self) -> None:
+        """While the store is down, retry storing what memory already enforces."""
+        while not self._stop.is_set():
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.store_retry_interval)
+            if self._unsynced:
+                with suppress(Exception):
+                    await self._commit(WriteBatch())
+
+    @property
+    def store_available(self) -> bool:
+        """False while the last write failed or a shared store's connection is down."""
+        return self.store_error is None and bool(getattr(self.store, "connected", True))
 
     def _accept(self, raw: str | bytes, set_: SecurityEventToken, batch: WriteBatch) -> bool:
         digest = payload_digest(raw)
@@ -519,6 +554,10 @@ class Receiver:
             f"ssf_receiver_cached_tokens {len(self.tokens)}",
             "# TYPE ssf_receiver_ready gauge",
             f"ssf_receiver_ready {int(self.verifier is not None)}",
+            "# TYPE ssf_receiver_store_up gauge",
+            f"ssf_receiver_store_up {int(self.store_available)}",
+            "# TYPE ssf_receiver_store_unsynced_mutations gauge",
+            f"ssf_receiver_store_unsynced_mutations {len(self._unsynced)}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -536,4 +575,12 @@ class Receiver:
             "jtis": len(self.jtis),
             "cached_tokens": len(self.tokens),
             "stats": dict(self.stats),
+            # Degraded: enforcing from local memory while the store (Redis / database) is down.
+            "degraded": not self.store_available,
+            "store": {
+                "backend": type(self.store).__name__,
+                "available": self.store_available,
+                "error": self.store_error or getattr(self.store, "last_error", None),
+                "unsynced_mutations": len(self._unsynced),
+            },
         }

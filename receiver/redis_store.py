@@ -45,6 +45,11 @@ class RedisStore:
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self.received = 0
+        #: False while Redis is unreachable (the subscription is down); for health/metrics.
+        self.connected = False
+        self.last_error: str | None = None
+        #: Full re-reads after a lost subscription (fan-out messages may have been missed).
+        self.resyncs = 0
 
     @property
     def channel(self) -> str:
@@ -85,13 +90,25 @@ class RedisStore:
             "jtis": [[jti, digest.hex(), at] for jti, digest, at in batch.jtis],
         }
         pipe.publish(self.channel, json.dumps(message))
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            raise
 
     async def _listen(self) -> None:
+        lost = False
         while True:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
+                if lost:
+                    # Messages published while we were away are gone: re-read the shared keys
+                    # and hand them to the listeners (applying is idempotent).
+                    await self._resync()
+                    lost = False
+                self.connected = True
+                self.last_error = None
                 self._subscribed.set()
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -102,10 +119,31 @@ class RedisStore:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
             except Exception as exc:  # connection lost: resubscribe after a pause
-                log.warning("redis subscription lost (%s); resubscribing", exc)
+                if not lost:
+                    log.warning("redis subscription lost (%s); resubscribing", exc)
+                lost = True
+                self.connected = False
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 with suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await asyncio.sleep(0.5)
+
+    async def _resync(self) -> None:
+        mutations: list[Mutation] = []
+        async for key in self.redis.scan_iter(match=f"{self.ns}:s:*", count=1000):
+            for raw in (await self.redis.hgetall(key)).values():
+                with suppress(ValueError, KeyError, TypeError):
+                    mutations.append(Mutation.from_json(json.loads(raw)))
+        jtis: list[tuple[str, bytes, float]] = []
+        prefix = len(f"{self.ns}:j:")
+        now = time.time()
+        async for key in self.redis.scan_iter(match=f"{self.ns}:j:*", count=1000):
+            digest = await self.redis.get(key)
+            if isinstance(digest, bytes):
+                jtis.append((key.decode()[prefix:], digest, now))
+        self.resyncs += 1
+        for listener in self._listeners:
+            listener(mutations, jtis)
 
     def _dispatch(self, data: Any) -> None:
         try:

@@ -72,6 +72,8 @@ class ReceiverSettings(BaseSettings):
     #: The longest access-token lifetime accepted: finite cutoffs older than this refuse
     #: nothing any more and are forgotten (None: keep every cutoff forever).
     state_retention: int | None = Field(default=None, ge=60)
+    #: Seconds between attempts to store changes the store refused (it was down).
+    store_retry_interval: float = Field(default=1.0, gt=0)
     #: Seen jtis kept in memory; older ones are looked up in the store when needed.
     jti_memory: int = Field(default=1_000_000, ge=1)
 
