@@ -16,8 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ssf.errors import SSFError
 from transmitter.api import JSON_HEADERS, build_router
 from transmitter.auth import AuthError
-from transmitter.delivery import DeliveryWorker
+from transmitter.console import build_console
 from transmitter.errors import TooManyRequests
+from transmitter.ops import ObservedDeliveryWorker, install_ops
 from transmitter.pg_listen import PgListener
 from transmitter.service import Transmitter
 from transmitter.settings import TransmitterSettings
@@ -45,7 +46,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tx.notifier.bind(asyncio.get_running_loop())
-        worker = DeliveryWorker(tx)
+        worker = ObservedDeliveryWorker(tx, obs)
         await worker.start()
         scheduler = _start_rotation(tx)
         listener = None
@@ -66,6 +67,8 @@ def create_app(
     app = FastAPI(title="SSF transmitter", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.transmitter = tx
     app.include_router(build_router(tx))
+    obs = install_ops(app, tx)  # /healthz, /readyz, /metrics
+    app.include_router(build_console(tx))  # /admin
 
     @app.exception_handler(SSFError)
     async def _ssf_error(_request: Request, exc: SSFError) -> JSONResponse:

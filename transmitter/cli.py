@@ -40,12 +40,23 @@ def serve(
     port: int = typer.Option(8080, help="TCP port."),
     ssl_certfile: str | None = typer.Option(None, help="TLS certificate chain (PEM) to serve https."),
     ssl_keyfile: str | None = typer.Option(None, help="TLS private key (PEM)."),
+    log_format: str = typer.Option(
+        "json", envvar="SSF_LOG_FORMAT", help="json (one object per line) or text."
+    ),
+    log_level: str = typer.Option("info", envvar="SSF_LOG_LEVEL", help="debug, info, warning, error."),
 ) -> None:
     """Run the transmitter (uvicorn, uvloop, httptools, no access log; TLS >= 1.2 with a cert)."""
     import uvicorn
 
+    from ssf.logs import configure_logging
     from transmitter.app import create_app
     from transmitter.settings import TransmitterSettings
+
+    try:
+        configure_logging(log_format, log_level)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     try:
         application = create_app(TransmitterSettings())
@@ -58,6 +69,7 @@ def serve(
         port=port,
         access_log=False,
         log_level="warning",
+        log_config=None,  # keep configure_logging's handler
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
     )
@@ -69,6 +81,7 @@ def client_add(
     scope: list[str] = typer.Option(None, "--scope", help="Scopes (repeat); default ssf.read ssf.manage."),
     publisher: bool = typer.Option(False, "--publisher", help="A publishing client (scope ssf.publish)."),
     audience: str | None = typer.Option(None, help="The `aud` of this receiver's SETs (default: client_id)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Register a client and print its client_id and client_secret."""
     scopes = [x for s in scope or [] for x in s.split()]
@@ -79,14 +92,27 @@ def client_add(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if as_json:
+        body = {"client_id": info.client_id, "client_secret": secret, "scope": " ".join(info.scopes)}
+        sys.stdout.write(json.dumps(body) + "\n")
+        return
     typer.echo(f"client_id={info.client_id}")
     typer.echo(f"client_secret={secret}")
     typer.echo(f"scope={' '.join(info.scopes)}")
 
 
 @client_app.command("list")
-def client_list() -> None:
-    for c in _tx().auth.clients():
+def client_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Registered clients (never their secrets)."""
+    clients = _tx().auth.clients()
+    if as_json:
+        rows = [
+            {"name": c.name, "client_id": c.client_id, "scopes": list(c.scopes), "audience": c.audience}
+            for c in clients
+        ]
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    for c in clients:
         typer.echo(f"{c.name}\t{c.client_id}\t{' '.join(c.scopes)}\taud={c.audience}")
 
 
@@ -126,25 +152,60 @@ def publish(
 
 
 @keys_app.command("rotate")
-def keys_rotate(alg: str | None = typer.Option(None, help="Algorithm of the new key.")) -> None:
+def keys_rotate(
+    alg: str | None = typer.Option(None, help="Algorithm of the new key."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
     """Add a new signing key; older keys stay in the JWKS for the configured overlap."""
     key = _tx().keys.rotate(alg)
+    if as_json:
+        sys.stdout.write(json.dumps({"kid": key.kid, "alg": key.alg, "created_at": key.created_at}) + "\n")
+        return
     typer.echo(f"new signing key {key.kid} ({key.alg})")
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Signing keys: the active one and those retired but still published."""
     tx = _tx()
     active = tx.keys.active.kid
+    if as_json:
+        rows = [
+            {
+                "kid": k.kid,
+                "alg": k.alg,
+                "created_at": k.created_at,
+                "retired_at": k.retired_at,
+                "active": k.kid == active,
+            }
+            for k in tx.keys.all()
+        ]
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
     for k in tx.keys.all():
         state = "active" if k.kid == active else f"retired_at={k.retired_at}"
         typer.echo(f"{k.kid}\t{k.alg}\tcreated_at={k.created_at}\t{state}")
 
 
 @streams_app.command("list")
-def streams_list() -> None:
+def streams_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every stream with its owner, method, status and queue."""
     tx = _tx()
+    if as_json:
+        rows = [
+            {
+                "stream_id": st.stream_id,
+                "owner": st.owner,
+                "method": st.method,
+                "status": st.status,
+                "reason": st.reason,
+                "endpoint_url": st.endpoint_url,
+                "outbox": tx.outbox_counts(st.stream_id),
+            }
+            for st in tx.list_streams()
+        ]
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
     for st in tx.list_streams():
         counts = tx.outbox_counts(st.stream_id)
         queue = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
@@ -167,11 +228,14 @@ def streams_status(
 
 
 @streams_app.command("verify")
-def streams_verify(stream_id: str) -> None:
+def streams_verify(stream_id: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Send a transmitter-initiated verification event (it carries no state)."""
     try:
         jti = _tx().send_verification(stream_id)
     except SSFError as exc:
         typer.echo(f"error: {exc.description}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(jti)
+    typer.echo(json.dumps({"stream_id": stream_id, "jti": jti}) if as_json else jti)
+
+
+from transmitter import cli_ops as _cli_ops  # noqa: E402, F401  (more commands)

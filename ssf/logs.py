@@ -1,0 +1,158 @@
+"""Structured logs: one JSON object per line, with secrets scrubbed.
+
+Used by the transmitter and receiver services (``--log-format json``, the default of
+``serve``). Fields given with ``extra={...}`` become members of the object, so a delivery line
+reads ``{"ts": ..., "level": "info", "logger": "transmitter.delivery", "msg": "push delivered",
+"stream_id": ..., "jti": ..., "txn": ...}``.
+
+Nothing that looks like a credential reaches a log line: ``Bearer``/``Basic``/``DPoP``
+credentials, JWTs (access tokens, SETs), ``authorization_header``/``client_secret``/``token``
+members and URL user-info are replaced by ``[redacted]`` in the message, in every extra field
+and in exception text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, Final, TextIO
+
+__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "redact"]
+
+REDACTED: Final = "[redacted]"
+#: Extra fields whose values are never logged, whatever they hold.
+SECRET_FIELDS: Final = frozenset(
+    {
+        "authorization",
+        "authorization_header",
+        "access_token",
+        "token",
+        "client_secret",
+        "secret",
+        "secret_key",
+        "password",
+        "cookie",
+        "set_token",
+    }
+)
+_PATTERNS: Final = (
+    # Authorization-style credentials: "Bearer abc", "Basic abc=", "DPoP ..."
+    (re.compile(r"(?i)\b(bearer|basic|dpop|token)(\s+|=)[A-Za-z0-9\-._~+/=]{4,}"), r"\1\2" + REDACTED),
+    # Compact JWS/JWT (header always starts with eyJ = '{"')
+    (re.compile(r"eyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]*"), REDACTED),
+    # user:password@ in URLs
+    (re.compile(r"(?<=://)[^/@\s:]+:[^/@\s]+@"), REDACTED + "@"),
+    # "authorization_header": "..." / client_secret=... inside a rendered text
+    (
+        re.compile(
+            r"(?i)(authorization_header|authorization|client_secret|access_token)"
+            r"""(["']?\s*[:=]\s*)("[^"]*"|'[^']*')"""
+        ),
+        r'\1\2"' + REDACTED + '"',
+    ),
+    (
+        re.compile(
+            r"(?i)(authorization_header|authorization|client_secret|access_token)"
+            r"""(["']?\s*[:=]\s*)[^"',;}\s]+"""
+        ),
+        r"\1\2" + REDACTED,
+    ),
+)
+# Attributes every LogRecord has: not copied as extra fields.
+_STANDARD: Final = frozenset(
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys() | {"message", "asctime"}
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with anything that looks like a credential replaced."""
+    for pattern, repl in _PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _clean(name: str, value: Any) -> Any:
+    if name.lower() in SECRET_FIELDS:
+        return REDACTED
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {str(k): _clean(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean("", v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(str(value))
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs the message (arguments applied) and the extra fields of a record in place."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        for name in list(vars(record)):
+            if name not in _STANDARD and not name.startswith("_"):
+                setattr(record, name, _clean(name, getattr(record, name)))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, the extra fields, exc (if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        for name, value in vars(record).items():
+            if name not in _STANDARD and not name.startswith("_") and name not in out:
+                out[name] = _clean(name, value)
+        if record.exc_info:
+            out["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(out, default=str, separators=(",", ":"))
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        extras = {
+            k: _clean(k, v)
+            for k, v in vars(record).items()
+            if k not in _STANDARD and not k.startswith("_") and k != "message"
+        }
+        if extras:
+            base += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return redact(base)
+
+
+def configure_logging(fmt: str = "json", level: str | int = "INFO", stream: TextIO | None = None) -> None:
+    """Route every logger (uvicorn's included) to one handler on ``stream`` (stderr)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactingFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    elif fmt == "text":
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        raise ValueError("log format must be json or text")
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
