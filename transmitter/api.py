@@ -30,7 +30,7 @@ from ssf.stream import (
     StreamStatus,
     VerificationRequest,
 )
-from transmitter.auth import MANAGE, PUBLISH, READ, AuthError, Principal
+from transmitter.auth import MANAGE, PUBLISH, READ, AuthError, NeedsIO, Principal
 from transmitter.errors import PayloadTooLarge
 from transmitter.service import Transmitter
 
@@ -153,8 +153,13 @@ def build_router(tx: Transmitter) -> APIRouter:
         except AuthError as exc:
             return _oauth_error(exc)
 
-    def auth(request: Request, scope: str) -> Principal:
-        return tx.auth.verify(request.headers.get("authorization"), scope)
+    async def auth(request: Request, scope: str) -> Principal:
+        """Cached tokens are checked on the loop; anything needing the database goes to a thread."""
+        header = request.headers.get("authorization")
+        try:
+            return tx.auth.verify(header, scope, io=False)
+        except NeedsIO:
+            return await run_in_threadpool(tx.auth.verify, header, scope)
 
     async def body_json(request: Request) -> Any:
         return load_json(await read_body(request, limit))
@@ -168,7 +173,7 @@ def build_router(tx: Transmitter) -> APIRouter:
     # Hot paths first: FastAPI matches routes in order, ~50 µs per route passed over.
     @router.post(ipath + "/ssf/poll/{stream_id}")
     async def poll(stream_id: str, request: Request) -> JSONResponse:
-        principal = auth(request, READ)
+        principal = await auth(request, READ)
         raw = await read_body(request, limit)
         req = _strict(PollRequest, load_json(raw) if raw.strip() else {})
         sets, more = await long_poll(principal, stream_id, req)
@@ -202,7 +207,7 @@ def build_router(tx: Transmitter) -> APIRouter:
 
     @router.post(ipath + "/events")
     async def publish(request: Request) -> JSONResponse:
-        auth(request, PUBLISH)
+        await auth(request, PUBLISH)
         data = await body_json(request)
         if not isinstance(data, dict):
             raise ModelError("the request body must be a JSON object")
@@ -218,44 +223,44 @@ def build_router(tx: Transmitter) -> APIRouter:
 
     @router.post(streams)
     async def create_stream(request: Request) -> JSONResponse:
-        principal = auth(request, MANAGE)
+        principal = await auth(request, MANAGE)
         req = parse_model(StreamRequest, await body_json(request))
         return _json(await run_in_threadpool(tx.create_stream, principal, req), 201)
 
     @router.get(streams)
     async def read_stream(request: Request) -> JSONResponse:
-        principal = auth(request, READ)
+        principal = await auth(request, READ)
         sid = request.query_params.get("stream_id")
         return _json(await run_in_threadpool(tx.read_streams, principal, sid or None))
 
     @router.patch(streams)
     async def patch_stream(request: Request) -> JSONResponse:
-        principal = auth(request, MANAGE)
+        principal = await auth(request, MANAGE)
         req = parse_model(StreamRequest, await body_json(request))
         return _json(await run_in_threadpool(lambda: tx.update_stream(principal, req, replace=False)))
 
     @router.put(streams)
     async def put_stream(request: Request) -> JSONResponse:
-        principal = auth(request, MANAGE)
+        principal = await auth(request, MANAGE)
         req = parse_model(StreamRequest, await body_json(request))
         return _json(await run_in_threadpool(lambda: tx.update_stream(principal, req, replace=True)))
 
     @router.delete(streams)
     async def delete_stream(request: Request) -> Response:
-        principal = auth(request, MANAGE)
+        principal = await auth(request, MANAGE)
         sid = stream_id_param(request)
         await run_in_threadpool(tx.delete_stream, principal, sid)
         return Response(status_code=204, headers=JSON_HEADERS)
 
     @router.get(ipath + "/ssf/status")
     async def get_status(request: Request) -> JSONResponse:
-        principal = auth(request, READ)
+        principal = await auth(request, READ)
         sid = stream_id_param(request)
         return _json(await run_in_threadpool(tx.get_status, principal, sid))
 
     @router.post(ipath + "/ssf/status")
     async def post_status(request: Request) -> JSONResponse:
-        principal = auth(request, MANAGE)
+        principal = await auth(request, MANAGE)
         data = await body_json(request)
         qsid = request.query_params.get("stream_id")
         if isinstance(data, dict) and qsid:
@@ -270,21 +275,21 @@ def build_router(tx: Transmitter) -> APIRouter:
 
     @router.post(ipath + "/ssf/subjects:add")
     async def add_subject(request: Request) -> Response:
-        principal = auth(request, MANAGE)
+        principal = await auth(request, MANAGE)
         req = _strict(AddSubjectRequest, await body_json(request))
         await run_in_threadpool(tx.add_subject, principal, req)
         return Response(status_code=200, headers=JSON_HEADERS)
 
     @router.post(ipath + "/ssf/subjects:remove")
     async def remove_subject(request: Request) -> Response:
-        principal = auth(request, MANAGE)
+        principal = await auth(request, MANAGE)
         req = _strict(RemoveSubjectRequest, await body_json(request))
         await run_in_threadpool(tx.remove_subject, principal, req)
         return Response(status_code=204, headers=JSON_HEADERS)
 
     @router.post(ipath + "/ssf/verify")
     async def verify(request: Request) -> Response:
-        principal = auth(request, MANAGE)
+        principal = await auth(request, MANAGE)
         req = _strict(VerificationRequest, await body_json(request))
         await run_in_threadpool(tx.request_verification, principal, req.stream_id, req.state)
         return Response(status_code=204, headers=JSON_HEADERS)

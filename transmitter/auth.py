@@ -27,7 +27,7 @@ from transmitter.db import begin, client_t
 from transmitter.secrets_box import SecretBox
 from transmitter.settings import TransmitterSettings
 
-__all__ = ["MANAGE", "PUBLISH", "READ", "AuthError", "Authenticator", "ClientInfo", "Principal"]
+__all__ = ["MANAGE", "PUBLISH", "READ", "AuthError", "Authenticator", "ClientInfo", "NeedsIO", "Principal"]
 
 READ: Final = "ssf.read"
 MANAGE: Final = "ssf.manage"
@@ -54,6 +54,10 @@ class AuthError(Exception):
         if self.scope:
             parts.append(f'scope="{self.scope}"')
         return ", ".join(parts)
+
+
+class NeedsIO(Exception):
+    """Raised by ``verify(io=False)`` when only a database or network look-up can decide."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,11 @@ class Authenticator:
     def client_by_name(self, name: str) -> ClientInfo | None:
         return next((c for c in self.clients() if c.name == name), None)
 
+    def _client_fresh(self, client_id: str) -> bool:
+        with self._lock:
+            hit = self._cache.get(client_id)
+        return hit is not None and hit[0] > time.monotonic()
+
     def _client(self, client_id: str) -> ClientInfo | None:
         now = time.monotonic()
         with self._lock:
@@ -176,29 +185,38 @@ class Authenticator:
         return {"access_token": token, "token_type": "Bearer", "expires_in": life, "scope": " ".join(granted)}
 
     # --- resource server ----------------------------------------------------------------
-    def verify(self, authorization: str | None, required: str) -> Principal:
-        """Check the Authorization header and that the token grants ``required``."""
+    def verify(self, authorization: str | None, required: str, *, io: bool = True) -> Principal:
+        """Check the Authorization header and that the token grants ``required``.
+
+        With ``io=False`` (on the event loop) only cached knowledge is used; when the answer
+        needs the database or a JWKS fetch, :class:`NeedsIO` is raised to retry on a thread.
+        """
         if not authorization:
             raise AuthError(401, "missing_token", "a bearer token is required", required)
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthError(401, "invalid_token", "the Authorization header must be 'Bearer <token>'")
-        principal = self._principal(token)
+        principal = self._principal(token, io)
         # CAEP interop: all management operations accept ssf.manage; reads accept ssf.read.
         ok = required in principal.scopes or (required == READ and MANAGE in principal.scopes)
         if not ok:
             raise AuthError(403, "insufficient_scope", f"this call needs scope {required}", required)
         return principal
 
-    def _principal(self, token: str) -> Principal:
+    def _principal(self, token: str, io: bool = True) -> Principal:
         hit = self._verified.get(token)
         now = time.time()
         if hit is not None and hit[0] > now:
             principal = hit[1]
-            if not principal.owner.startswith("ext:") and self._client(principal.owner) is None:
-                raise AuthError(401, "invalid_token", "the access token has been revoked")
+            if not principal.owner.startswith("ext:"):
+                if not io and not self._client_fresh(principal.owner):
+                    raise NeedsIO
+                if self._client(principal.owner) is None:
+                    raise AuthError(401, "invalid_token", "the access token has been revoked")
             return principal
+        if not io:
+            raise NeedsIO
         principal = self._verify_token(token)
         if len(self._verified) >= 10_000:
             self._verified.clear()
