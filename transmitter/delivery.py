@@ -311,7 +311,8 @@ class DeliveryWorker:
         attempts = row.attempts + 1
         first = row.first_failure_at if row.first_failure_at is not None else now
         if outcome.retry_after is not None:
-            delay = min(outcome.retry_after, self.s.retry_max_seconds)
+            # At least what the receiver asked for (RFC 9110 §10.2.3), within our own bound.
+            delay = max(self.s.retry_base_seconds, min(outcome.retry_after, self.s.retry_after_max_seconds))
         else:
             delay = min(self.s.retry_max_seconds, self.s.retry_base_seconds * 2 ** min(attempts - 1, 30))
             delay *= random.uniform(0.5, 1.0)  # jitter

@@ -78,6 +78,8 @@ class TransmitterSettings(BaseSettings):
     push_batch: int = Field(default=256, ge=1)
     retry_base_seconds: float = Field(default=0.5, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
+    #: A receiver's 429/503 ``Retry-After`` is honoured up to this many seconds.
+    retry_after_max_seconds: float = Field(default=3600.0, gt=0)
     #: Past this many seconds of failing, the stream is paused with a stream-updated event.
     retry_cap_seconds: float = Field(default=3600.0, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)

@@ -101,6 +101,10 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
         self._reset_all()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def set_mode(self, mode: str) -> None:
         assert mode in ("pass", "down", "swallow")
@@ -355,6 +359,8 @@ class Applied:
     subject: str
     txn: str | None
     at: float
+    event_type: str = ""
+    event: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -369,7 +375,8 @@ class RecordingReceiver:
     apply_count: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     inflight: Counter[str] = field(default_factory=Counter)
-    overlaps: int = 0
+    #: Pushes that arrived while another push of the same stream was still being handled.
+    overlap_by_stream: Counter[str] = field(default_factory=Counter)
     #: (stream, time, status) of every answer, for the backoff checks.
     answers: list[tuple[str, float, int]] = field(default_factory=list)
     #: ``fault(stream, n)`` → None to answer normally, else (status, headers, delay seconds).
@@ -382,6 +389,10 @@ class RecordingReceiver:
         assert self.engine is not None
         self.engine.configure(self.issuer, PublicKeys.from_jwks(jwks), audience=self.audience)
 
+    @property
+    def overlaps(self) -> int:
+        return sum(self.overlap_by_stream.values())
+
     def jtis(self) -> set[str]:
         with self.lock:
             return set(self.apply_count)
@@ -390,16 +401,17 @@ class RecordingReceiver:
         return sum(n - 1 for n in self.apply_count.values() if n > 1)
 
     def order_violations(self) -> int:
-        """Per subject, the ``txn`` sequence numbers of first applications must increase."""
-        last: dict[str, int] = {}
+        """Per stream and subject, the ``txn`` sequence numbers of first applications increase."""
+        last: dict[tuple[str, str], int] = {}
         bad = 0
         for a in self.applied:
             if a.txn is None or "#" not in a.txn:
                 continue
             subject, seq = a.txn.rsplit("#", 1)
-            if int(seq) < last.get(subject, -1):
+            key = (a.stream, subject)
+            if int(seq) < last.get(key, -1):
                 bad += 1
-            last[subject] = max(last.get(subject, -1), int(seq))
+            last[key] = max(last.get(key, -1), int(seq))
         return bad
 
     def app(self) -> Starlette:
@@ -411,7 +423,7 @@ class RecordingReceiver:
                 n = self.deliveries
                 self.inflight[stream] += 1
                 if self.inflight[stream] > 1:
-                    self.overlaps += 1
+                    self.overlap_by_stream[stream] += 1
             try:
                 if self.delay:
                     await asyncio.sleep(self.delay)
@@ -433,10 +445,19 @@ class RecordingReceiver:
                 if new:
                     _, claims = decode_unverified(body)
                     sub = claims.get("sub_id") or {}
+                    ((etype, payload),) = dict(claims.get("events") or {"": {}}).items()
                     with self.lock:
                         self.apply_count[claims["jti"]] += 1
                         self.applied.append(
-                            Applied(claims["jti"], stream, json.dumps(sub), claims.get("txn"), time.time())
+                            Applied(
+                                claims["jti"],
+                                stream,
+                                json.dumps(sub),
+                                claims.get("txn"),
+                                time.time(),
+                                etype,
+                                payload,
+                            )
                         )
                 self.answers.append((stream, time.monotonic(), 202))
                 return Response(status_code=202)
