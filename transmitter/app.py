@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ssf.errors import SSFError
@@ -26,6 +27,14 @@ from transmitter.settings import TransmitterSettings
 __all__ = ["create_app"]
 
 log = logging.getLogger("transmitter")
+
+#: Errors that mean "the database is not there right now" (answered 503 + Retry-After).
+_STORAGE_DOWN: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
 
 
 def check_settings(settings: TransmitterSettings) -> None:
@@ -98,6 +107,17 @@ def create_app(
         codes = {404: "not_found", 405: "method_not_allowed"}
         body = {"err": codes.get(exc.status_code, "invalid_request"), "description": str(exc.detail)}
         return JSONResponse(body, exc.status_code, headers={**JSON_HEADERS, **(exc.headers or {})})
+
+    async def _storage_down(_request: Request, exc: Exception) -> JSONResponse:
+        # The database is unreachable: nothing was accepted (a publish answers only once its
+        # SETs are committed); the caller retries. Never a 500 for an outage.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        headers = {**JSON_HEADERS, "Retry-After": "1"}
+        body = {"err": "temporarily_unavailable", "description": "storage is unavailable; retry later"}
+        return JSONResponse(body, 503, headers=headers)
+
+    for exc_type in _STORAGE_DOWN:
+        app.add_exception_handler(exc_type, _storage_down)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
