@@ -47,7 +47,7 @@ _HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make form posts send Origin: null
 }
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).with_name("templates")),
