@@ -138,6 +138,9 @@ def tail(
             top = conn.execute(select(outbox_t.c.id).order_by(outbox_t.c.id.desc()).limit(1)).first()
         cursor = top[0] if top else 0
     shown = 0
+    if follow:
+        # stderr, so --json output stays clean; scripts may wait for this line
+        err_console.print(f"following {stream_id} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
     try:
         while True:
             for row in rows:
