@@ -202,6 +202,10 @@ def test_commands_ports_and_health_checks_agree() -> None:
         assert svc["ports"] == [f"{port}:{port}"]
         url = svc["healthcheck"]["test"][-1]
         assert url.startswith(f"http://127.0.0.1:{port}/"), name
+    # Readiness, not just liveness: the transmitter's /readyz checks its database and push worker,
+    # the receiver's /health its stream; the identity provider is ready once it serves its keys.
+    checks = {name: services[name]["healthcheck"]["test"][-1].split("/", 3)[-1] for name in APP_SERVICES}
+    assert checks == {"transmitter": "readyz", "receiver": "health", "idp": "jwks.json"}
     assert services["transmitter"]["command"][:3] == ["ssf", "transmitter", "serve"]
     assert services["receiver"]["command"][:3] == ["ssf", "receiver", "serve"]
     assert services["idp"]["command"][:3] == ["python", "-m", "demo.idp_serve"]
