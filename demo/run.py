@@ -280,7 +280,16 @@ def _serve_forever(console: Console, stack: Stack) -> None:
     console.print(f"SSF transmitter    {stack.transmitter_url}   (/.well-known/ssf-configuration)")
     for api in stack.apis:
         console.print(f"{api.name:<18} {api.url}   (GET {api.protected_url})")
+    console.print(f"admin console      {stack.transmitter_url}/admin   (sign in with a bearer token, below)")
     console.print(f"log                {stack.workdir / 'demo.log'} (removed on exit)")
+    api = stack.apis[0]
+    console.print(
+        f"\nA management token for {api.client_name} (for the admin console or the /ssf API), valid 1 hour:\n"
+        f"  curl -s -X POST {stack.transmitter_url}/oauth/token -u '{api.client_id}:{api.client_secret}' "
+        "-d grant_type=client_credentials",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(
         "\nTry it:\n"
         f"  TOKEN=$(curl -s -X POST {stack.idp_url}/login -H 'content-type: application/json' "

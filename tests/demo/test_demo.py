@@ -101,8 +101,21 @@ def test_serve_keeps_the_services_up_until_interrupted() -> None:
         api = re.search(r"API \(push\) +http://127\.0\.0\.1:\d+ +\(GET (\S+)\)", out)
         tx = re.search(r"SSF transmitter +(http://127\.0\.0\.1:\d+)", out)
         assert idp and api and tx, out
+        creds = re.search(r"/oauth/token -u '([^:']+):([^']+)' -d grant_type=client_credentials", out)
+        stream = re.search(r"created stream (s_\S+) \(push", out)
+        assert creds and stream, out
         with httpx.Client(timeout=10) as http:
             assert http.get(f"{tx.group(1)}/.well-known/ssf-configuration").status_code == 200
+            # The printed management credentials open the transmitter's admin console on this stream.
+            mgmt = http.post(
+                f"{tx.group(1)}/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(creds.group(1), creds.group(2)),
+            )
+            console = http.get(
+                f"{tx.group(1)}/admin", headers={"Authorization": f"Bearer {mgmt.json()['access_token']}"}
+            )
+            assert console.status_code == 200 and stream.group(1) in console.text
             login = http.post(f"{idp.group(1)}/login", json={"username": "grace", "device_id": "tablet-1"})
             auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
             assert http.get(api.group(1), headers=auth).status_code == 200
