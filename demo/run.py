@@ -281,6 +281,8 @@ def _serve_forever(console: Console, stack: Stack) -> None:
     for api in stack.apis:
         console.print(f"{api.name:<18} {api.url}   (GET {api.protected_url})")
     console.print(f"admin console      {stack.transmitter_url}/admin   (sign in with a bearer token, below)")
+    metrics = ", ".join(f"{url}/metrics" for url in (stack.transmitter_url, *(a.url for a in stack.apis)))
+    console.print(f"metrics            {metrics}", highlight=False, soft_wrap=True)
     console.print(f"log                {stack.workdir / 'demo.log'} (removed on exit)")
     api = stack.apis[0]
     console.print(

@@ -116,6 +116,10 @@ def test_serve_keeps_the_services_up_until_interrupted() -> None:
                 f"{tx.group(1)}/admin", headers={"Authorization": f"Bearer {mgmt.json()['access_token']}"}
             )
             assert console.status_code == 200 and stream.group(1) in console.text
+            metrics = re.search(r"metrics +(\S+), (\S+)\n", out)
+            assert metrics, out
+            assert "ssf_transmitter_sets_published_total" in http.get(metrics.group(1)).text
+            assert http.get(metrics.group(2)).status_code == 200
             login = http.post(f"{idp.group(1)}/login", json={"username": "grace", "device_id": "tablet-1"})
             auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
             assert http.get(api.group(1), headers=auth).status_code == 200
