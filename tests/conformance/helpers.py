@@ -22,7 +22,7 @@ from tests.support.services import free_port, serve
 
 #: Short waits: the fixtures answer at once on loopback.
 FAST = {
-    "event_timeout": 1.0,
+    "event_timeout": 2.0,
     "settle": 0.3,
     "long_poll_timeout": 10.0,
     "key_rotation_wait": 1.0,
