@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from receiver.core import Receiver
 from receiver.middleware import ContinuousAuthMiddleware
+from receiver.ops import install_ops
 from receiver.policy import Policy
 from receiver.push import PushEndpoint, push_route
 from receiver.settings import ReceiverSettings
@@ -82,7 +83,11 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(rcv.metrics_text(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(
+            rcv.metrics_text() + ops.metrics_text(), media_type="text/plain; version=0.0.4"
+        )
+
+    ops = install_ops(app, rcv)  # /healthz, /readyz, SET counts and log lines
 
     if protected_demo:
         app.mount("/protected", ContinuousAuthMiddleware(_protected_app(), receiver=rcv, policy=policy))

@@ -22,11 +22,22 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8090, help="Port to listen on."),
     no_demo: bool = typer.Option(False, "--no-demo", help="Do not mount GET /protected/whoami."),
+    log_format: str = typer.Option(
+        "json", envvar="SSF_LOG_FORMAT", help="json (one object per line) or text."
+    ),
+    log_level: str = typer.Option("info", envvar="SSF_LOG_LEVEL", help="debug, info, warning, error."),
 ) -> None:
     """Run the receiver service (push endpoint, health, protected demo)."""
     import uvicorn
 
     from receiver.app import create_app
+    from ssf.logs import configure_logging
+
+    try:
+        configure_logging(log_format, log_level)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
     uvicorn.run(
         create_app(protected_demo=not no_demo),
@@ -34,6 +45,7 @@ def serve(
         port=port,
         access_log=False,
         log_level="warning",
+        log_config=None,  # keep configure_logging's handler
     )
 
 
