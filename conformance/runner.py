@@ -50,7 +50,10 @@ def load_modules() -> None:
         "conformance.tx.suite_metadata",
         "conformance.tx.suite_streams",
         "conformance.tx.suite_verification",
-        "conformance.tx.beyond",
+        "conformance.tx.beyond_config",
+        "conformance.tx.beyond_status",
+        "conformance.tx.beyond_subjects",
+        "conformance.tx.beyond_delivery",
         "conformance.rx.suite",
         "conformance.rx.corpus",
     ):
