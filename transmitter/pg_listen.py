@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import psycopg
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from transmitter.notify import Notifier
 from transmitter.settings import TransmitterSettings
@@ -24,6 +24,7 @@ __all__ = ["PgListener", "channel_name", "pg_notify"]
 
 log = logging.getLogger("transmitter.pg_listen")
 _MAX_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
+_NOTIFY = text("SELECT pg_notify(:ch, :p)")
 
 
 def channel_name(settings: TransmitterSettings) -> str:
@@ -31,15 +32,14 @@ def channel_name(settings: TransmitterSettings) -> str:
     return "ssf_outbox_" + (settings.database_schema or "public")
 
 
-def pg_notify(engine: Engine, channel: str, ids: Iterable[str]) -> None:
+def pg_notify(conn: Connection, channel: str, ids: Iterable[str]) -> None:
+    """Queue a notification in the caller's transaction: PostgreSQL delivers it at commit."""
     payload = ",".join(sorted(set(ids)))
     if not payload:
         return
     if len(payload) > _MAX_PAYLOAD:
         payload = "*"
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": channel, "p": payload})
-        conn.commit()
+    conn.execute(_NOTIFY, {"ch": channel, "p": payload})
 
 
 class PgListener:

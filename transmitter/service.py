@@ -54,15 +54,16 @@ class Transmitter:
         self.auth = Authenticator(self.engine, self.box, self.settings)
         self.guard = SSRFGuard(self.settings)
         self.notifier = Notifier()
+        self._channel = channel_name(self.settings)
 
     def _notify(self, ids: Iterable[str]) -> None:
-        """After a commit: wake local waiters, and other instances through PostgreSQL."""
-        ids = frozenset(ids)
-        if not ids:
-            return
+        """After a commit: wake local waiters (other instances got :meth:`_announce`)."""
         self.notifier.notify(ids)
+
+    def _announce(self, conn: Connection, ids: Iterable[str]) -> None:
+        """Inside the transaction: on PostgreSQL a NOTIFY for other instances, sent at commit."""
         if self.settings.is_postgres:
-            pg_notify(self.engine, channel_name(self.settings), ids)
+            pg_notify(conn, self._channel, ids)
 
     @property
     def issuer(self) -> str:
@@ -172,6 +173,7 @@ class Transmitter:
                 stream.description = req.description
             stream.last_activity = time.time()
             self._save(conn, stream)
+            self._announce(conn, [sid])
         self._notify([sid])
         return stream.config(self.issuer)
 
@@ -180,6 +182,7 @@ class Transmitter:
             self._load(conn, stream_id, principal.owner)
             outbox.purge_stream(conn, stream_id)
             conn.execute(stream_t.delete().where(stream_t.c.stream_id == stream_id))
+            self._announce(conn, [stream_id])
         self._notify([stream_id])
 
     # --- status (SSF §8.1.2, §8.1.5) -----------------------------------------------------
@@ -197,6 +200,7 @@ class Transmitter:
             s = self._load(conn, stream_id, principal.owner)
             self._apply_status(conn, s, status, reason, notify_receiver=False)
             self._touch(conn, stream_id, time.time())
+            self._announce(conn, [stream_id])
         self._notify([stream_id])
         return _status_body(s)
 
@@ -208,6 +212,7 @@ class Transmitter:
         with begin(self.engine) as conn:
             s = self._load(conn, stream_id, None)
             self._apply_status(conn, s, status, reason, notify_receiver=True)
+            self._announce(conn, [stream_id])
         self._notify([stream_id])
         return _status_body(s)
 
@@ -299,6 +304,7 @@ class Transmitter:
                 .values(last_verification=now, last_activity=now)
             )
             jti = self._verification(conn, s, state, now)
+            self._announce(conn, [stream_id])
         self._notify([stream_id])
         return jti
 
@@ -306,6 +312,7 @@ class Transmitter:
         """A transmitter-initiated verification event: it never carries ``state``."""
         with begin(self.engine) as conn:
             jti = self._verification(conn, self._load(conn, stream_id, None), None, time.time())
+            self._announce(conn, [stream_id])
         self._notify([stream_id])
         return jti
 
@@ -366,6 +373,7 @@ class Transmitter:
             outbox.insert(conn, rows)
             for sid in paused:
                 outbox.trim_paused(conn, sid, self.settings.paused_max_events, now)
+            self._announce(conn, touched)
         self._notify(touched)
         return out
 
