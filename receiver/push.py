@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -40,6 +41,29 @@ class PushEndpoint:
         self.max_bytes = receiver.settings.max_set_bytes
         # Headroom for whitespace around the compact SET; the verifier enforces the exact limit.
         self.read_limit = self.max_bytes + 1024
+        # Failed push authentication per client address: past the limit within the window, 429.
+        self.failure_limit = receiver.settings.push_auth_failure_limit
+        self.failure_window = receiver.settings.push_auth_failure_window
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def _blocked(self, client: str) -> bool:
+        hit = self._failures.get(client)
+        if hit is None:
+            return False
+        count, since = hit
+        if time.monotonic() - since > self.failure_window:
+            del self._failures[client]
+            return False
+        return count >= self.failure_limit
+
+    def _failed(self, client: str) -> None:
+        now = time.monotonic()
+        count, since = self._failures.pop(client, (0, now))
+        if now - since > self.failure_window:
+            count, since = 0, now
+        self._failures[client] = (count + 1, since)
+        while len(self._failures) > 10_000:  # bounded memory: the oldest entries go first
+            del self._failures[next(iter(self._failures))]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -55,7 +79,17 @@ class PushEndpoint:
                 got = value
             elif name == b"content-length":
                 length = value
+        client = (scope.get("client") or ("?", 0))[0]
+        if expected is not None and self._blocked(client):
+            await _send(
+                send,
+                429,
+                {"err": "too_many_requests", "description": "too many failed authentication attempts"},
+                [(b"retry-after", str(max(1, int(self.failure_window))).encode())],
+            )
+            return
         if expected is not None and not hmac.compare_digest(got, expected):
+            self._failed(client)
             await _send(
                 send,
                 401,

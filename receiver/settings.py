@@ -81,6 +81,9 @@ class ReceiverSettings(BaseSettings):
     set_algorithms: list[str] = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS))
     clock_skew: int = Field(default=300, ge=0)
     max_set_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Failed push authentications per client address within the window before 429.
+    push_auth_failure_limit: int = Field(default=20, ge=1)
+    push_auth_failure_window: float = Field(default=60.0, gt=0)
     #: Minimum seconds between two JWKS fetches caused by unknown ``kid``s.
     jwks_min_refresh_interval: float = Field(default=10.0, ge=0)
     #: Complex-subject members this receiver can process (SSF §3.6 critical members).

@@ -31,7 +31,8 @@ from ssf.stream import (
     VerificationRequest,
 )
 from transmitter.auth import MANAGE, PUBLISH, READ, AuthError, NeedsIO, Principal
-from transmitter.errors import PayloadTooLarge
+from transmitter.errors import PayloadTooLarge, TooManyRequests
+from transmitter.limits import RateLimiter, check_json_depth
 from transmitter.service import Transmitter
 
 __all__ = ["build_router"]
@@ -153,6 +154,8 @@ def build_router(tx: Transmitter) -> APIRouter:
         except AuthError as exc:
             return _oauth_error(exc)
 
+    management = RateLimiter(s.management_rate, s.management_burst)
+
     async def auth(request: Request, scope: str) -> Principal:
         """Cached tokens are checked on the loop; anything needing the database goes to a thread."""
         header = request.headers.get("authorization")
@@ -161,8 +164,16 @@ def build_router(tx: Transmitter) -> APIRouter:
         except NeedsIO:
             return await run_in_threadpool(tx.auth.verify, header, scope)
 
+    async def manage_auth(request: Request, scope: str) -> Principal:
+        """The management API: authenticated, then rate-limited per client (429)."""
+        principal = await auth(request, scope)
+        management.check(principal.owner, "management requests")
+        return principal
+
     async def body_json(request: Request) -> Any:
-        return load_json(await read_body(request, limit))
+        data = load_json(await read_body(request, limit))
+        check_json_depth(data, s.max_json_depth)
+        return data
 
     def stream_id_param(request: Request) -> str:
         sid = request.query_params.get("stream_id")
@@ -175,7 +186,9 @@ def build_router(tx: Transmitter) -> APIRouter:
     async def poll(stream_id: str, request: Request) -> JSONResponse:
         principal = await auth(request, READ)
         raw = await read_body(request, limit)
-        req = _strict(PollRequest, load_json(raw) if raw.strip() else {})
+        data = load_json(raw) if raw.strip() else {}
+        check_json_depth(data, s.max_json_depth)
+        req = _strict(PollRequest, data)
         sets, more = await long_poll(principal, stream_id, req)
         body: dict[str, Any] = {"sets": sets}
         if more:
@@ -185,6 +198,10 @@ def build_router(tx: Transmitter) -> APIRouter:
     async def long_poll(
         principal: Principal, stream_id: str, req: PollRequest
     ) -> tuple[dict[str, str], bool]:
+        holds = not req.return_immediately and req.max_events != 0
+        if holds and tx.notifier.waiting(stream_id) >= s.max_poll_connections_per_stream:
+            # checked and registered with no await between: the count cannot race
+            raise TooManyRequests("too many long polls are open on this stream", 1)
         waiter = tx.notifier.register(stream_id)
         try:
             sets, more = await run_in_threadpool(tx.poll_once, principal, stream_id, req)
@@ -223,44 +240,44 @@ def build_router(tx: Transmitter) -> APIRouter:
 
     @router.post(streams)
     async def create_stream(request: Request) -> JSONResponse:
-        principal = await auth(request, MANAGE)
+        principal = await manage_auth(request, MANAGE)
         req = parse_model(StreamRequest, await body_json(request))
         return _json(await run_in_threadpool(tx.create_stream, principal, req), 201)
 
     @router.get(streams)
     async def read_stream(request: Request) -> JSONResponse:
-        principal = await auth(request, READ)
+        principal = await manage_auth(request, READ)
         sid = request.query_params.get("stream_id")
         return _json(await run_in_threadpool(tx.read_streams, principal, sid or None))
 
     @router.patch(streams)
     async def patch_stream(request: Request) -> JSONResponse:
-        principal = await auth(request, MANAGE)
+        principal = await manage_auth(request, MANAGE)
         req = parse_model(StreamRequest, await body_json(request))
         return _json(await run_in_threadpool(lambda: tx.update_stream(principal, req, replace=False)))
 
     @router.put(streams)
     async def put_stream(request: Request) -> JSONResponse:
-        principal = await auth(request, MANAGE)
+        principal = await manage_auth(request, MANAGE)
         req = parse_model(StreamRequest, await body_json(request))
         return _json(await run_in_threadpool(lambda: tx.update_stream(principal, req, replace=True)))
 
     @router.delete(streams)
     async def delete_stream(request: Request) -> Response:
-        principal = await auth(request, MANAGE)
+        principal = await manage_auth(request, MANAGE)
         sid = stream_id_param(request)
         await run_in_threadpool(tx.delete_stream, principal, sid)
         return Response(status_code=204, headers=JSON_HEADERS)
 
     @router.get(ipath + "/ssf/status")
     async def get_status(request: Request) -> JSONResponse:
-        principal = await auth(request, READ)
+        principal = await manage_auth(request, READ)
         sid = stream_id_param(request)
         return _json(await run_in_threadpool(tx.get_status, principal, sid))
 
     @router.post(ipath + "/ssf/status")
     async def post_status(request: Request) -> JSONResponse:
-        principal = await auth(request, MANAGE)
+        principal = await manage_auth(request, MANAGE)
         data = await body_json(request)
         qsid = request.query_params.get("stream_id")
         if isinstance(data, dict) and qsid:
@@ -275,21 +292,21 @@ def build_router(tx: Transmitter) -> APIRouter:
 
     @router.post(ipath + "/ssf/subjects:add")
     async def add_subject(request: Request) -> Response:
-        principal = await auth(request, MANAGE)
+        principal = await manage_auth(request, MANAGE)
         req = _strict(AddSubjectRequest, await body_json(request))
         await run_in_threadpool(tx.add_subject, principal, req)
         return Response(status_code=200, headers=JSON_HEADERS)
 
     @router.post(ipath + "/ssf/subjects:remove")
     async def remove_subject(request: Request) -> Response:
-        principal = await auth(request, MANAGE)
+        principal = await manage_auth(request, MANAGE)
         req = _strict(RemoveSubjectRequest, await body_json(request))
         await run_in_threadpool(tx.remove_subject, principal, req)
         return Response(status_code=204, headers=JSON_HEADERS)
 
     @router.post(ipath + "/ssf/verify")
     async def verify(request: Request) -> Response:
-        principal = await auth(request, MANAGE)
+        principal = await manage_auth(request, MANAGE)
         req = _strict(VerificationRequest, await body_json(request))
         await run_in_threadpool(tx.request_verification, principal, req.stream_id, req.state)
         return Response(status_code=204, headers=JSON_HEADERS)

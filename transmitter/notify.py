@@ -75,6 +75,10 @@ class Notifier:
         self._waiters.setdefault(stream_id, set()).add(ev)
         return ev
 
+    def waiting(self, stream_id: str) -> int:
+        """How many waiters (open long polls) ``stream_id`` has."""
+        return len(self._waiters.get(stream_id, ()))
+
     def unregister(self, stream_id: str, ev: asyncio.Event) -> None:
         group = self._waiters.get(stream_id)
         if group is not None:

@@ -64,6 +64,11 @@ class TransmitterSettings(BaseSettings):
     paused_retention_seconds: int = Field(default=7 * 86400, ge=1)
     paused_max_events: int = Field(default=100_000, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Deepest nesting of arrays/objects accepted in a JSON request body (400 past it).
+    max_json_depth: int = Field(default=32, ge=4)
+    #: Management API calls per client: sustained rate per second and burst (429 past it).
+    management_rate: float = Field(default=50.0, gt=0)
+    management_burst: int = Field(default=100, ge=1)
     #: SSF §8.1.3.2: a subject added with ``verified: false`` starts no events unless "include".
     unverified_subjects: Literal["ignore", "include"] = "ignore"
     #: Delivered, refused and expired outbox rows are kept this long for inspection.
@@ -90,6 +95,8 @@ class TransmitterSettings(BaseSettings):
     # poll delivery
     long_poll_timeout: float = Field(default=30.0, ge=0)
     max_poll_events: int = Field(default=1000, ge=1)
+    #: Long polls waiting at once on one stream (per instance); more get 429.
+    max_poll_connections_per_stream: int = Field(default=4, ge=1)
 
     @field_validator("issuer")
     @classmethod

@@ -250,7 +250,11 @@ def rx_server() -> Iterator[tuple[str, Receiver, str, str]]:
     key = generate_signing_key("ES256", kid="fz-1")
     issuer = "https://tx.example"
     settings_ = ReceiverSettings(
-        database_url="memory", delivery="push", out_of_band=True, push_authorization="Bearer fz"
+        database_url="memory",
+        delivery="push",
+        out_of_band=True,
+        push_authorization="Bearer fz",
+        push_auth_failure_limit=100_000,
     )
     rcv = Receiver(settings_, store=MemoryStore())
     rcv.configure(issuer, PublicKeys.from_jwks({"keys": [key.public_jwk()]}), audience="https://rx.example")
