@@ -34,6 +34,7 @@ from sqlalchemy import bindparam, exists, func, or_, select, update
 from ssf import uris
 from transmitter.db import DELIVERED, PENDING, REJECTED, begin, outbox_t, stream_t
 from transmitter.service import Transmitter
+from transmitter.ssrf import GuardedResolver
 
 __all__ = ["DeliveryWorker"]
 
@@ -157,7 +158,14 @@ class DeliveryWorker:
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.s.push_concurrency, limit_per_host=0, ttl_dns_cache=60)
+        connector = aiohttp.TCPConnector(
+            limit=self.s.push_concurrency,
+            limit_per_host=0,
+            ttl_dns_cache=60,
+            # The SSRF guard again at connect time, on the addresses actually dialled (a DNS
+            # answer that changed since the URL was checked is caught: rebinding).
+            resolver=GuardedResolver(self.tx.guard),
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.s.push_timeout),
@@ -460,7 +468,9 @@ class DeliveryWorker:
         if header is not None:
             headers["Authorization"] = header
         try:
-            async with self._sem, self._session.post(url, data=token.encode(), headers=headers) as resp:
+            # Redirects are never followed: a 3xx could point anywhere (SSRF); it is a failure.
+            post = self._session.post(url, data=token.encode(), headers=headers, allow_redirects=False)
+            async with self._sem, post as resp:
                 body = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")

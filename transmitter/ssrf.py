@@ -16,10 +16,13 @@ import time
 from typing import Final
 from urllib.parse import urlsplit
 
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
 from ssf.errors import ModelError
 from transmitter.settings import TransmitterSettings
 
-__all__ = ["SSRFGuard"]
+__all__ = ["GuardedResolver", "SSRFGuard"]
 
 _METADATA: Final = frozenset(
     {
@@ -115,3 +118,34 @@ class SSRFGuard:
             if why:
                 return f"resolves to {why}, which is not allowed"
         return None
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver for the push client: refuses to dial a forbidden address.
+
+    The URL check happens when a stream is configured and before each push (cached); this
+    one runs on the very addresses the connection will use, so a host that re-resolves to
+    loopback or a private network afterwards (DNS rebinding) is still refused.
+    """
+
+    def __init__(self, guard: SSRFGuard, inner: AbstractResolver | None = None) -> None:
+        self.guard = guard
+        self.inner = inner or aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self.inner.resolve(host, port, family)
+        if self.guard.dev_mode or host.lower().rstrip(".") in self.guard._hosts:
+            return results
+        for r in results:
+            ip = ipaddress.ip_address(str(r["host"]).split("%", 1)[0])
+            if any(ip in net for net in self.guard._nets):
+                continue
+            why = _forbidden(ip)
+            if why:
+                raise OSError(f"push to {host} refused: it resolves to {why}")
+        return results
+
+    async def close(self) -> None:
+        await self.inner.close()
