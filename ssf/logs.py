@@ -13,15 +13,20 @@ and in exception text.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import copy
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Final, TextIO
 
-__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "redact"]
+__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "redact", "stop_logging"]
 
 REDACTED: Final = "[redacted]"
 #: Extra fields whose values are never logged, whatever they hold.
@@ -121,6 +126,8 @@ class JsonFormatter(logging.Formatter):
                 out[name] = _clean(name, value)
         if record.exc_info:
             out["exc"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            out["exc"] = redact(record.exc_text)
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
@@ -137,20 +144,72 @@ class _TextFormatter(logging.Formatter):
         return redact(base)
 
 
-def configure_logging(fmt: str = "json", level: str | int = "INFO", stream: TextIO | None = None) -> None:
-    """Route every logger (uvicorn's included) to one handler on ``stream`` (stderr)."""
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread without ever blocking the caller: a full queue (a
+    stalled stderr reader) drops the record and counts it in ``dropped``."""
+
+    dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record = copy.copy(record)
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg = record.getMessage()
+        record.args = None
+        record.exc_info = None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            type(self).dropped += 1
+
+
+class _Listener(logging.handlers.QueueListener):
+    def enqueue_sentinel(self) -> None:
+        # at shutdown wait (a little) for room: the queue may be full of unwritten records
+        with contextlib.suppress(queue.Full):
+            self.queue.put(self._sentinel, timeout=5)  # type: ignore[attr-defined]
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def stop_logging() -> None:
+    """Write out what is queued and stop the writer thread (also run at exit)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+atexit.register(stop_logging)
+
+
+def configure_logging(
+    fmt: str = "json", level: str | int = "INFO", stream: TextIO | None = None, queue_size: int = 10_000
+) -> None:
+    """Route every logger (uvicorn's included) to ``stream`` (stderr), through a bounded queue
+    and a writer thread: logging never blocks the event loop, even when nobody reads stderr."""
+    global _listener
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.addFilter(RedactingFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     elif fmt == "text":
         handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         raise ValueError("log format must be json or text")
+    stop_logging()
+    q: queue.Queue[logging.LogRecord] = queue.Queue(queue_size)
+    front = _QueueHandler(q)
+    front.addFilter(RedactingFilter())
+    _listener = _Listener(q, handler, respect_handler_level=False)
+    _listener.start()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(front)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)

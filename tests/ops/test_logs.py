@@ -132,3 +132,41 @@ def _up(http: httpx.Client, base: str) -> bool:
         return http.get(base + "/healthz").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_logging_never_blocks_when_nobody_reads() -> None:
+    """A stalled stderr (a full pipe) must not stall the service: records are dropped instead."""
+    import io
+    import logging
+    import threading
+
+    from ssf import logs
+
+    release = threading.Event()
+
+    class Stalled(io.StringIO):
+        def write(self, s: str) -> int:
+            release.wait(10)
+            return super().write(s)
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    out = Stalled()
+    before = logs._QueueHandler.dropped
+    try:
+        logs.configure_logging("json", "INFO", stream=out, queue_size=5)
+        lg = logging.getLogger("transmitter.delivery")
+        for i in range(50):  # returns at once although the writer is stuck on the first line
+            lg.info("push delivered", extra={"jti": f"j{i}", "authorization_header": "Bearer zzzzzzzzzz"})
+        assert logs._QueueHandler.dropped - before >= 40
+    finally:
+        release.set()
+        logs.stop_logging()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert lines and lines[0]["jti"] == "j0" and lines[0]["authorization_header"] == "[redacted]"
+    assert "zzzzzzzzzz" not in out.getvalue()
