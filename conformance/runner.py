@@ -54,6 +54,7 @@ def load_modules() -> None:
         "conformance.tx.beyond_status",
         "conformance.tx.beyond_subjects",
         "conformance.tx.beyond_delivery",
+        "conformance.tx.tls",
         "conformance.rx.suite",
         "conformance.rx.corpus",
     ):
