@@ -25,6 +25,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from receiver.core import Receiver
+from ssf import logs
 from ssf.errors import SETError
 
 __all__ = ["ReceiverOps", "extra_metrics", "install_ops"]
@@ -67,6 +68,8 @@ def extra_metrics(rcv: Receiver, failures: Mapping[str, int]) -> str:
             lines.append(
                 f'ssf_receiver_middleware_decisions_total{{decision="{decision}",error="{error}"}} {value}'
             )
+    lines.append("# TYPE ssf_log_records_dropped_total counter")
+    lines.append(f"ssf_log_records_dropped_total {logs.dropped_records()}")
     return "\n".join(lines) + "\n"
 
 

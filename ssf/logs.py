@@ -26,7 +26,14 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final, TextIO
 
-__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "redact", "stop_logging"]
+__all__ = [
+    "JsonFormatter",
+    "RedactingFilter",
+    "configure_logging",
+    "dropped_records",
+    "redact",
+    "stop_logging",
+]
 
 REDACTED: Final = "[redacted]"
 #: Extra fields whose values are never logged, whatever they hold.
@@ -174,6 +181,11 @@ class _Listener(logging.handlers.QueueListener):
 
 
 _listener: logging.handlers.QueueListener | None = None
+
+
+def dropped_records() -> int:
+    """Records dropped so far because the writer could not keep up (a stalled stderr)."""
+    return _QueueHandler.dropped
 
 
 def stop_logging() -> None:

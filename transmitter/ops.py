@@ -33,13 +33,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event, func, select, text
 from sqlalchemy.sql.dml import Insert
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ssf import logs
 from ssf.poll import PollRequest
 from transmitter.auth import Principal
 from transmitter.db import PENDING, begin, outbox_t, stream_t
@@ -107,6 +108,11 @@ class _Backlog(Collector):
         yield backlog
         yield age
         yield streams
+        dropped = CounterMetricFamily(
+            "ssf_log_records_dropped", "Log records dropped because stderr was not read fast enough"
+        )
+        dropped.add_metric([], float(logs.dropped_records()))
+        yield dropped
 
 
 class Observability:

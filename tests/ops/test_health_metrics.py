@@ -80,6 +80,7 @@ def test_push_metrics_published_delivered_failed_retried(server: Server, sink: S
     assert metric(text, "ssf_transmitter_sets_retried_total", stream_id=sid) == 1
     assert metric(text, "ssf_transmitter_push_duration_seconds_count") >= 4
     assert metric(text, "ssf_transmitter_streams", status="enabled") == 1
+    assert "ssf_log_records_dropped_total " in text
 
 
 def test_backlog_and_poll_metrics(server: Server) -> None:
