@@ -35,8 +35,7 @@ class Report:
         return (
             sum(r.outcome is Outcome.PASSED for r in rs),
             sum(r.outcome is Outcome.FAILED for r in rs),
-            sum(r.outcome is Outcome.SKIPPED for r in rs)
-            + sum(1 for m in self.modules if m.skipped_reason and not m.results),
+            sum(r.outcome is Outcome.SKIPPED for r in rs) + sum(1 for m in self.modules if m.skipped_reason),
         )
 
     @property
@@ -134,7 +133,7 @@ class ConsoleReporter:
 
     def _print_result(self, r: CheckResult) -> None:
         style = _STYLE[r.outcome]
-        sev = "" if r.outcome is Outcome.PASSED else f" {r.severity.value}"
+        sev = f" {r.severity.value}" if r.outcome is Outcome.FAILED else ""
         self.console.print(
             f"  [{style}]{r.outcome.value.upper():7}[/{style}]{sev} {escape(r.check.id)}"
             f" [dim]({escape(r.check.requirement)})[/dim] {escape(r.message)}",
@@ -174,4 +173,3 @@ class ConsoleReporter:
         self.console.print(
             f"{len(fails)} FAILURE, {len(warns)} WARNING, {len(infos)} INFO level check(s) failed"
         )
-        self.console.print(summary_line(report), highlight=False)

@@ -226,7 +226,7 @@ async def test_our_receiver_passes_every_failure_check(tmp_path: Path, delivery:
             start_hook=rx.start,
             finish_hook=rx.operator,
             wait=60,
-            idle=3,
+            idle=5,
             push_delay=0.1,
             long_poll=1.0,
             event_timeout=8.0,

@@ -53,6 +53,7 @@ def test_transmitter_run_passes_and_writes_reports(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     last = out.stdout.strip().splitlines()[-1]
     assert last.endswith(" failed, 2 skipped") and last.split()[2:4] == ["0", "failed,"], last
+    assert out.stdout.count(last) == 1
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["failed"] == 0 and data["passed"] > 20
     assert {m["module"] for m in data["modules"]} == {
