@@ -72,6 +72,9 @@ class Rig:
             "SSF_TRANSMITTER_WORKER_POLL_INTERVAL": "0.5",
             "SSF_TRANSMITTER_PUSH_BATCH": "512",
             "SSF_TRANSMITTER_MIN_VERIFICATION_INTERVAL": "0",
+            # the bench's driver creates 1,000 streams at once: lift the per-client API rate limit
+            "SSF_TRANSMITTER_MANAGEMENT_RATE": "1000000",
+            "SSF_TRANSMITTER_MANAGEMENT_BURST": "1000000",
         }
         if db == "sqlite":
             env["SSF_TRANSMITTER_DATABASE_URL"] = f"sqlite:///{workdir / 'bench.db'}"
