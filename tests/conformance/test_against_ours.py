@@ -238,3 +238,23 @@ async def test_our_receiver_passes_every_failure_check(tmp_path: Path, delivery:
         "\n" + "\n".join(_failures(report)) + "\n\nall:\n" + describe_failures(report)
     )
     assert all(m.skipped_reason is None for m in report.modules)
+
+
+async def test_our_transmitter_inactivity_timeout(tmp_path: Path) -> None:
+    """A short inactivity_timeout: activity keeps the stream enabled; silence pauses it with stream-updated."""
+    tx = OurTransmitter(tmp_path, maintenance_interval=0.5, inactivity_timeout=2)
+    cid, secret = tx.client("kit")
+    with tx.running():
+        opts = TransmitterOptions(
+            issuer=tx.issuer,
+            client_id=cid,
+            client_secret=secret,
+            allow_http_loopback=True,
+            **{**FAST, "event_timeout": 4.0, "settle": 0.5},
+        )
+        report = await run_transmitter_plan(opts, only=["kit-transmitter-inactivity-timeout"])
+    assert not _failures(report), "\n".join(_failures(report))
+    passed = {r.check.id for r in report.results() if r.outcome.value == "passed"}
+    assert {"inactivity.timer-reset", "inactivity.acts", "inactivity.stream-updated"} <= passed, (
+        describe_failures(report)
+    )
