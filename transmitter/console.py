@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -292,7 +292,7 @@ def build_console(tx: Transmitter) -> APIRouter:
             principal=principal,
             csrf=csrf_for(token or ""),
             streams=streams,
-            flash=request.query_params.get("flash"),
+            flash=flash_of(request),
         )
 
     @router.get(root + "/streams/{stream_id}", include_in_schema=False)
@@ -312,15 +312,23 @@ def build_console(tx: Transmitter) -> APIRouter:
             csrf=csrf_for(token or ""),
             s=found[0],
             sets=sets,
-            flash=request.query_params.get("flash"),
+            flash=flash_of(request),
         )
 
-    def back(request: Request, stream_id: str, flash: str) -> Response:
-        from urllib.parse import quote
+    def flash_sig(text: str) -> str:
+        return hmac.new(csrf_key, b"flash:" + text.encode(), hashlib.sha256).hexdigest()[:32]
 
+    def flash_of(request: Request) -> str | None:
+        """The notice after an action: only text this console signed (no crafted-link text)."""
+        text = request.query_params.get("flash")
+        sig = request.query_params.get("sig", "")
+        return text if text and hmac.compare_digest(sig, flash_sig(text)) else None
+
+    def back(request: Request, stream_id: str, flash: str) -> Response:
         referer = request.headers.get("referer", "")
         target = root + f"/streams/{stream_id}" if urlsplit(referer).path.endswith(stream_id) else root
-        return RedirectResponse(f"{target}?flash={quote(flash)}", 303, headers=_HEADERS)
+        query = urlencode({"flash": flash, "sig": flash_sig(flash)})
+        return RedirectResponse(f"{target}?{query}", 303, headers=_HEADERS)
 
     async def owned(principal: Principal, stream_id: str) -> bool:
         return bool(await run_in_threadpool(_overview, tx, principal.owner, stream_id))

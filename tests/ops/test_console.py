@@ -119,6 +119,10 @@ def test_console_authorization_csrf_and_ownership(server: Server) -> None:
     )
     assert r.status_code == 303
     assert _status(server, token, sid) == "paused"
+    shown = jar.get(server.url + r.headers["location"])
+    assert "is now paused" in shown.text
+    forged = jar.get(base, params={"flash": "call 555-0100 for support", "sig": "0" * 32})
+    assert forged.status_code == 200 and "555-0100" not in forged.text
     # revoked client: the cookie stops working at once
     server.tx.auth.remove_client("console-owner")
     r = jar.get(base, follow_redirects=False)
