@@ -83,7 +83,8 @@ def test_push_metrics_published_delivered_failed_retried(server: Server, sink: S
     assert "ssf_log_records_dropped_total " in text
 
 
-def test_backlog_and_poll_metrics(server: Server) -> None:
+def test_backlog_and_poll_metrics(any_db_server: Server) -> None:
+    server = any_db_server
     token = server.client()
     stream = server.create(token, {"events_requested": [SESSION_REVOKED]})  # poll
     sid = stream["stream_id"]
