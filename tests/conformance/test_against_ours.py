@@ -241,7 +241,7 @@ async def test_our_receiver_passes_every_failure_check(tmp_path: Path, delivery:
 
 
 async def test_our_transmitter_inactivity_timeout(tmp_path: Path) -> None:
-    """A short inactivity_timeout: activity keeps the stream enabled; silence pauses it with stream-updated."""
+    """Short inactivity_timeout: activity keeps the stream enabled; silence pauses it (stream-updated)."""
     tx = OurTransmitter(tmp_path, maintenance_interval=0.5, inactivity_timeout=2)
     cid, secret = tx.client("kit")
     with tx.running():
