@@ -80,10 +80,23 @@ _STANDARD: Final = frozenset(
 )
 
 
+#: Substrings (lower case) without which a pattern cannot match: most log values (ids, URLs,
+#: event types) contain none of them, and skip the regular expressions.
+_TRIGGERS: Final = (
+    ("bearer", "basic", "dpop", "token"),
+    ("eyj",),
+    ("@",),
+    ("authoriz", "client_secret", "access_token"),
+    ("authoriz", "client_secret", "access_token"),
+)
+
+
 def redact(text: str) -> str:
     """``text`` with anything that looks like a credential replaced."""
-    for pattern, repl in _PATTERNS:
-        text = pattern.sub(repl, text)
+    lower = text.lower()
+    for (pattern, repl), triggers in zip(_PATTERNS, _TRIGGERS, strict=True):
+        if any(t in lower for t in triggers):
+            text = pattern.sub(repl, text)
     return text
 
 
@@ -214,8 +227,8 @@ def configure_logging(
         raise ValueError("log format must be json or text")
     stop_logging()
     q: queue.Queue[logging.LogRecord] = queue.Queue(queue_size)
+    # No filter here: the formatters redact on the writer thread, off the caller's path.
     front = _QueueHandler(q)
-    front.addFilter(RedactingFilter())
     _listener = _Listener(q, handler, respect_handler_level=False)
     _listener.start()
     root = logging.getLogger()

@@ -14,9 +14,9 @@ poll ``setErrs``; ``reason="error"``: transport error, timeout or another status
 ``..._retried_total`` retries scheduled. The backlog gauges are read from the database at
 scrape time, so they are exact across instances.
 
-Every push attempt and every SET served or acknowledged over poll logs one line on the
-``transmitter.delivery`` logger with ``stream_id``, ``jti``, ``txn`` and ``event_type``; the
-push ``authorization_header`` is never passed to a logger.
+Every push attempt and every poll acknowledgement or refusal logs one line (``poll served``
+lines at debug level) on the ``transmitter.delivery`` logger with ``stream_id``, ``jti``,
+``txn`` and ``event_type``; the push ``authorization_header`` is never passed to a logger.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class Observability:
         )
         r.register(_Backlog(tx))
         #: jti -> txn of SETs served over poll, so the acknowledgement line can name the txn.
-        self._served: OrderedDict[str, str | None] = OrderedDict()
+        self._served: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -190,44 +190,31 @@ class Observability:
     ) -> None:
         self.poll_query_seconds.observe(elapsed)
         log_on = log.isEnabledFor(logging.INFO)
+        if log_on:
+            # Remember what was served so the acknowledgement line (the delivery) names it.
+            debug = log.isEnabledFor(logging.DEBUG)
+            for jti, token in sets.items():
+                claims = set_claims(token)
+                served = (claims.get("txn"), _event_type(claims))
+                self._served[jti] = served
+                if debug:
+                    log.debug("poll served", extra=_poll_fields(stream_id, jti, served))
+            while len(self._served) > 10_000:
+                self._served.popitem(last=False)
         for jti in req.ack or []:
             self.delivered.labels(stream_id, "poll").inc()
             if log_on:
-                txn = self._served.pop(jti, None)
-                log.info(
-                    "poll acknowledged",
-                    extra={"stream_id": stream_id, "jti": jti, "txn": txn, "method": "poll"},
-                )
+                log.info("poll acknowledged", extra=_poll_fields(stream_id, jti, self._served.pop(jti, None)))
         for jti, err in (req.set_errs or {}).items():
             self.failed.labels(stream_id, "poll", "rejected").inc()
             if log_on:
-                log.info(
-                    "poll refused",
-                    extra={
-                        "stream_id": stream_id,
-                        "jti": jti,
-                        "txn": self._served.pop(jti, None),
-                        "method": "poll",
-                        "err": err.err,
-                    },
-                )
-        if log_on:
-            for jti, token in sets.items():
-                claims = set_claims(token)
-                txn = claims.get("txn")
-                self._served[jti] = txn
-                log.info(
-                    "poll served",
-                    extra={
-                        "stream_id": stream_id,
-                        "jti": jti,
-                        "txn": txn,
-                        "event_type": _event_type(claims),
-                        "method": "poll",
-                    },
-                )
-            while len(self._served) > 10_000:
-                self._served.popitem(last=False)
+                fields = _poll_fields(stream_id, jti, self._served.pop(jti, None))
+                log.warning("poll refused", extra={**fields, "err": err.err})
+
+
+def _poll_fields(stream_id: str, jti: str, served: tuple[Any, Any] | None) -> dict[str, Any]:
+    txn, event_type = served or (None, None)
+    return {"stream_id": stream_id, "jti": jti, "txn": txn, "event_type": event_type, "method": "poll"}
 
 
 class ObservedDeliveryWorker(DeliveryWorker):
