@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
+
+import pytest
 
 from tests.transmitter.conftest import SESSION_REVOKED, Server, Sink, wait_until
 
@@ -83,8 +86,9 @@ def test_push_metrics_published_delivered_failed_retried(server: Server, sink: S
     assert "ssf_log_records_dropped_total " in text
 
 
-def test_backlog_and_poll_metrics(any_db_server: Server) -> None:
+def test_backlog_and_poll_metrics(any_db_server: Server, caplog: pytest.LogCaptureFixture) -> None:
     server = any_db_server
+    caplog.set_level(logging.INFO, logger="transmitter.delivery")
     token = server.client()
     stream = server.create(token, {"events_requested": [SESSION_REVOKED]})  # poll
     sid = stream["stream_id"]
@@ -94,7 +98,11 @@ def test_backlog_and_poll_metrics(any_db_server: Server) -> None:
             "POST",
             "/events",
             pub,
-            json={"subject": {"format": "opaque", "id": f"u{i}"}, "events": {SESSION_REVOKED: {}}},
+            json={
+                "subject": {"format": "opaque", "id": f"u{i}"},
+                "events": {SESSION_REVOKED: {}},
+                "txn": f"p{i}",
+            },
         )
     time.sleep(0.05)
     text = server.http.get(server.url + "/metrics").text
@@ -110,3 +118,7 @@ def test_backlog_and_poll_metrics(any_db_server: Server) -> None:
     assert metric(text, "ssf_transmitter_poll_request_duration_seconds_count", status="200") == 2
     assert metric(text, "ssf_transmitter_poll_query_duration_seconds_count") == 2
     assert re.search(r"^# TYPE ssf_transmitter_backlog gauge$", text, re.M)
+    acked = {r.jti: r for r in caplog.records if r.getMessage() == "poll acknowledged"}  # type: ignore[attr-defined]
+    assert set(acked) == set(got["sets"])
+    assert {r.txn for r in acked.values()} <= {"p0", "p1", "p2"} and len(acked) == 2  # type: ignore[attr-defined]
+    assert all(r.stream_id == sid and r.event_type == SESSION_REVOKED for r in acked.values())  # type: ignore[attr-defined]
