@@ -119,6 +119,11 @@ class Rig:
             json={"stream_id": sid, "status": status},
         ).raise_for_status()
 
+    def cpu(self) -> float:
+        """CPU seconds used so far by the transmitter process (load-independent cost)."""
+        fields = Path(f"/proc/{self.procs[1].pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def sink_stats(self) -> dict[str, Any]:
         return dict(self.http.get(self.sink + "/stats").json())
 
@@ -165,15 +170,22 @@ def push_throughput(rig: Rig, n: int, streams: int = 1) -> dict[str, Any]:
     rig.preload(n // streams)
     total = (n // streams) * streams
     rig.reset_sink()
+    c0 = rig.cpu()
     t0 = time.time()
     for sid in sids:
         rig.status(tok, sid, "enabled")
     while (st := rig.sink_stats())["count"] < total:
         time.sleep(0.05)
     last = max(st["arrivals"].values())
+    cpu = rig.cpu() - c0
     for sid in sids:
         rig.status(tok, sid, "disabled")
-    return {"streams": streams, "n": total, "sets_per_s": round(total / (last - t0))}
+    return {
+        "streams": streams,
+        "n": total,
+        "sets_per_s": round(total / (last - t0)),
+        "server_cpu_ms_per_set": round(cpu / total * 1000, 3),
+    }
 
 
 def poll_throughput(rig: Rig, n: int) -> dict[str, Any]:
@@ -183,6 +195,7 @@ def poll_throughput(rig: Rig, n: int) -> dict[str, Any]:
     url = s["delivery"]["endpoint_url"]
     got = 0
     ack: list[str] = []
+    c0 = rig.cpu()
     t0 = time.perf_counter()
     while True:
         r = rig.http.post(
@@ -196,8 +209,13 @@ def poll_throughput(rig: Rig, n: int) -> dict[str, Any]:
         got += len(sets)
         ack = list(sets)
     dt = time.perf_counter() - t0
+    cpu = rig.cpu() - c0
     rig.status(tok, s["stream_id"], "disabled")
-    return {"n": got, "sets_per_s": round(got / dt)}
+    return {
+        "n": got,
+        "sets_per_s": round(got / dt),
+        "server_cpu_ms_per_set": round(cpu / max(got, 1) * 1000, 3),
+    }
 
 
 async def _publish_open_loop(rig: Rig, pub: str, rate: float, seconds: float) -> dict[str, float]:
@@ -234,14 +252,22 @@ def push_latency(rig: Rig, rate: float, seconds: float) -> dict[str, Any]:
     s = rig.stream(tok, push=True)
     pub = rig.client(["ssf.publish"])
     rig.reset_sink()
+    c0 = rig.cpu()
     started = asyncio.run(_publish_open_loop(rig, pub, rate, seconds))
     deadline = time.time() + 30
     while rig.sink_stats()["count"] < len(started) and time.time() < deadline:
         time.sleep(0.05)
     arrivals = rig.sink_stats()["arrivals"]
+    cpu = rig.cpu() - c0
     lat = [(arrivals[j] - t) * 1000 for j, t in started.items() if j in arrivals]
     rig.status(tok, s["stream_id"], "disabled")
-    return {"rate": rate, "n": len(lat), "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2)}
+    return {
+        "rate": rate,
+        "n": len(lat),
+        "p50_ms": round(pct(lat, 50), 2),
+        "p99_ms": round(pct(lat, 99), 2),
+        "server_cpu_ms_per_event": round(cpu / max(len(started), 1) * 1000, 3),
+    }
 
 
 def poll_latency(rig: Rig, rate: float, seconds: float) -> dict[str, Any]:
@@ -336,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     print(
         f"transmitter bench: alg={args.alg} n={args.n} rate={args.rate}/s x {args.seconds}s "
-        f"fanout={args.fanout} cpus={os.cpu_count()}"
+        f"fanout={args.fanout} cpus={os.cpu_count()} load_average={os.getloadavg()[0]:.1f}"
     )
+    print("(wall-clock figures depend on the machine's load; server_cpu_* is the transmitter's own cost)")
     for db in dbs:
         res = run(db, args)
         for name, vals in res.items():
