@@ -27,12 +27,24 @@ from transmitter.db import begin, client_t
 from transmitter.secrets_box import SecretBox
 from transmitter.settings import TransmitterSettings
 
-__all__ = ["MANAGE", "PUBLISH", "READ", "AuthError", "Authenticator", "ClientInfo", "NeedsIO", "Principal"]
+__all__ = [
+    "ADMIN",
+    "MANAGE",
+    "PUBLISH",
+    "READ",
+    "AuthError",
+    "Authenticator",
+    "ClientInfo",
+    "NeedsIO",
+    "Principal",
+]
 
 READ: Final = "ssf.read"
 MANAGE: Final = "ssf.manage"
 PUBLISH: Final = "ssf.publish"
-KNOWN_SCOPES: Final = frozenset({READ, MANAGE, PUBLISH})
+#: The admin console shows and acts on every stream (not only the client's own) for this scope.
+ADMIN: Final = "ssf.admin"
+KNOWN_SCOPES: Final = frozenset({READ, MANAGE, PUBLISH, ADMIN})
 _BUILTIN_KID: Final = "ssf-transmitter-builtin"
 
 

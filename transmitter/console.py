@@ -1,11 +1,13 @@
 """The admin web console: server-rendered pages (jinja2, no build step) under ``/admin``.
 
 Authorization is the management API's: a bearer access token with ``ssf.manage``, and a client
-sees and acts on its own streams only. A script may send ``Authorization: Bearer ...``; a
-browser signs in once through the form at ``/admin/login``, which checks the token and keeps
-it in an ``HttpOnly; SameSite=Strict`` cookie (``Secure`` on an https issuer) scoped to the
-console path. Every form POST carries a CSRF token (an HMAC of the session's token under a
-key derived from the transmitter secret) and a foreign ``Origin`` is refused.
+sees and acts on its own streams only; a client that also holds ``ssf.admin`` (an operator's
+client: ``ssf transmitter client add ops --scope "ssf.manage ssf.admin"``) sees every stream.
+A script may send ``Authorization: Bearer ...``; a browser signs in once through the form at
+``/admin/login``, which checks the token and keeps it in an ``HttpOnly; SameSite=Strict``
+cookie (``Secure`` on an https issuer) scoped to the console path. Every form POST carries a
+CSRF token (an HMAC of the session's token under a key derived from the transmitter secret)
+and a foreign ``Origin`` is refused.
 
 Pause / resume are transmitter-initiated status changes (the receiver gets a stream-updated
 event, SSF §8.1.5); verify sends a transmitter-initiated verification event.
@@ -31,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from ssf import uris
 from ssf.errors import SSFError
 from ssf.set import decode_unverified
-from transmitter.auth import MANAGE, AuthError, Principal
+from transmitter.auth import ADMIN, MANAGE, AuthError, Principal
 from transmitter.db import DELIVERED, PENDING, begin, outbox_t, stream_t
 from transmitter.service import Transmitter
 
@@ -88,11 +90,14 @@ def _method_name(method: str) -> str:
     return "push" if method == uris.PUSH else "poll" if method == uris.POLL else method
 
 
-def _overview(tx: Transmitter, owner: str, stream_id: str | None = None) -> list[dict[str, Any]]:
-    """The streams of ``owner`` (or one of them) with backlog, last delivery and last error."""
+def _overview(tx: Transmitter, owner: str | None, stream_id: str | None = None) -> list[dict[str, Any]]:
+    """The streams of ``owner`` (every stream for None), or one of them, with backlog, last
+    delivery and last error."""
     now = time.time()
     with begin(tx.engine) as conn:
-        q = select(stream_t).where(stream_t.c.owner == owner)
+        q = select(stream_t)
+        if owner is not None:
+            q = q.where(stream_t.c.owner == owner)
         if stream_id is not None:
             q = q.where(stream_t.c.stream_id == stream_id)
         streams = conn.execute(q.order_by(stream_t.c.created_at)).all()
@@ -139,6 +144,7 @@ def _overview(tx: Transmitter, owner: str, stream_id: str | None = None) -> list
         out.append(
             {
                 "stream_id": r.stream_id,
+                "owner": r.owner,
                 "description": r.description,
                 "method_name": _method_name(r.method),
                 "endpoint_url": r.endpoint_url,
@@ -204,6 +210,10 @@ def build_console(tx: Transmitter) -> APIRouter:
         ctx.setdefault("principal", None)
         html = _env.get_template(name).render(base=base, issuer=tx.issuer, **ctx)
         return HTMLResponse(html, status_code=status, headers=_HEADERS)
+
+    def scope_of(principal: Principal) -> str | None:
+        """Whose streams the console shows: the client's own, or every one for ssf.admin."""
+        return None if ADMIN in principal.scopes else principal.owner
 
     def token_of(request: Request) -> str | None:
         header = request.headers.get("authorization")
@@ -286,10 +296,11 @@ def build_console(tx: Transmitter) -> APIRouter:
             principal = await principal_of(token)
         except AuthError as exc:
             return to_login(None if token is None else exc.description)
-        streams = await run_in_threadpool(_overview, tx, principal.owner)
+        streams = await run_in_threadpool(_overview, tx, scope_of(principal))
         return render(
             "streams.html",
             principal=principal,
+            admin=scope_of(principal) is None,
             csrf=csrf_for(token or ""),
             streams=streams,
             flash=flash_of(request),
@@ -302,7 +313,7 @@ def build_console(tx: Transmitter) -> APIRouter:
             principal = await principal_of(token)
         except AuthError as exc:
             return to_login(None if token is None else exc.description)
-        found = await run_in_threadpool(_overview, tx, principal.owner, stream_id)
+        found = await run_in_threadpool(_overview, tx, scope_of(principal), stream_id)
         if not found:
             return render("login.html", 404, principal=principal, error="no stream with that stream_id")
         sets = await run_in_threadpool(_recent_sets, tx, stream_id)
@@ -331,7 +342,7 @@ def build_console(tx: Transmitter) -> APIRouter:
         return RedirectResponse(f"{target}?{query}", 303, headers=_HEADERS)
 
     async def owned(principal: Principal, stream_id: str) -> bool:
-        return bool(await run_in_threadpool(_overview, tx, principal.owner, stream_id))
+        return bool(await run_in_threadpool(_overview, tx, scope_of(principal), stream_id))
 
     @router.post(root + "/streams/{stream_id}/status", include_in_schema=False)
     async def set_status(stream_id: str, request: Request) -> Response:
