@@ -74,11 +74,14 @@ class PushEndpoint:
         expected = self.receiver._push_auth_bytes
         got = b""
         length = None
+        ctype = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 got = value
             elif name == b"content-length":
                 length = value
+            elif name == b"content-type":
+                ctype = value
         client = (scope.get("client") or ("?", 0))[0]
         if expected is not None and self._blocked(client):
             await _send(
@@ -98,6 +101,14 @@ class PushEndpoint:
                     "description": "the Authorization header is missing or wrong",
                 },
                 [(b"www-authenticate", b"Bearer")],
+            )
+            return
+        if not _is_set_media_type(ctype):
+            # RFC 8935 §2.1: a pushed SET travels as application/secevent+jwt.
+            await _send(
+                send,
+                400,
+                {"err": "invalid_request", "description": "Content-Type must be application/secevent+jwt"},
             )
             return
         if length is not None and length.isdigit() and int(length) > self.read_limit:
@@ -141,6 +152,10 @@ class PushEndpoint:
 
     async def _too_large(self, send: Send) -> None:
         await _send(send, 400, {"err": SETTooLarge.err, "description": f"SET exceeds {self.max_bytes} bytes"})
+
+
+def _is_set_media_type(value: bytes) -> bool:
+    return value.split(b";", 1)[0].strip().lower() == b"application/secevent+jwt"
 
 
 async def _send(

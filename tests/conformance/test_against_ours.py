@@ -103,12 +103,7 @@ class OurTransmitter:
 #: FAILURE-level checks our peers fail today. They are reported to the lead for a fix in the
 #: service (never by weakening the check) and tolerated here only so main stays green; every
 #: other FAILURE check must pass. Delete an entry once its fix lands.
-KNOWN_DEFECTS = {
-    "corpus.wrong-content-type": (
-        "receiver: POST /ssf/push answers 202 to a valid SET sent with Content-Type application/json;"
-        " RFC 8935 2.1 makes application/secevent+jwt the SET media type, expected 400 invalid_request or 415"
-    ),
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def _failures(report: Report) -> list[str]:

@@ -316,7 +316,12 @@ def test_library_use_in_a_third_party_app(fake: FakeTransmitter, tmp_path: Path)
             time.sleep(0.01)
         set_ = fake.sign(Subject.opaque("t-9"), SessionRevoked())
         pushed = http.post(
-            "/ssf/push", content=set_, headers={"Authorization": receiver.push_authorization or ""}
+            "/ssf/push",
+            content=set_,
+            headers={
+                "Authorization": receiver.push_authorization or "",
+                "Content-Type": "application/secevent+jwt",
+            },
         )
         assert pushed.status_code == 202
         assert http.get("/items", headers={"Authorization": f"Bearer {token}"}).status_code == 401

@@ -60,6 +60,19 @@ def test_valid_set_is_202_with_empty_body_and_applied(rcv: Running) -> None:
     assert 'error="invalid_token"' in refused.headers["www-authenticate"]
 
 
+@pytest.mark.parametrize("ctype", ["application/json", "text/plain", "application/jwt"])
+def test_a_set_sent_as_another_media_type_is_refused_and_changes_nothing(rcv: Running, ctype: str) -> None:
+    token = rcv.fake.mint(USER, sid=f"s-ct-{ctype}")
+    set_ = rcv.fake.sign(Subject.opaque(f"s-ct-{ctype}"), SessionRevoked())
+    resp = rcv.push(set_, **{"Content-Type": ctype})
+    assert resp.status_code == 400
+    assert resp.json()["err"] == "invalid_request"
+    assert rcv.whoami(token).status_code == 200
+    # The same SET with the RFC 8935 media type (parameters allowed) is applied.
+    assert rcv.push(set_, **{"Content-Type": "Application/SecEvent+JWT; charset=utf-8"}).status_code == 202
+    assert rcv.whoami(token).status_code == 401
+
+
 @pytest.mark.parametrize("auth", [None, "Bearer wrong", False])
 def test_push_without_the_configured_authorization_is_refused(rcv: Running, auth: object) -> None:
     set_ = rcv.fake.sign(Subject.opaque("s-x"), SessionRevoked())
@@ -237,7 +250,10 @@ def test_storage_failure_is_503_and_the_retry_is_applied(fake: FakeTransmitter, 
     receiver = Receiver(settings, store=store)
     with serve(create_app(settings, receiver=receiver)) as url, httpx.Client(base_url=url) as http:
         token = fake.sign(Subject.opaque("flaky-1"), SessionRevoked())
-        headers = {"Authorization": receiver.push_authorization or ""}
+        headers = {
+            "Authorization": receiver.push_authorization or "",
+            "Content-Type": "application/secevent+jwt",
+        }
         resp = http.post("/ssf/push", content=token, headers=headers)
         assert resp.status_code == 503 and resp.json()["err"] == "temporarily_unavailable"
         assert "Retry-After" in resp.headers

@@ -339,5 +339,9 @@ def test_receiver_schema_and_set_fuzz(rx_server: tuple[str, Receiver, str, str])
 
         push()
         # the untouched SET is still accepted: the fuzzing refused only what was wrong
-        r = http.post("/ssf/push", content=good, headers={"Authorization": auth})
+        r = http.post(
+            "/ssf/push",
+            content=good,
+            headers={"Authorization": auth, "Content-Type": "application/secevent+jwt"},
+        )
         assert r.status_code == 202
