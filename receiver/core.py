@@ -428,8 +428,8 @@ class Receiver:
         changes nothing. Its mutations are kept and ride along with the next commit (or the
         background sync), because the retry finds them applied already and would not carry
         them to the store (nor, through a shared store, to the other instances)."""
-        if self._unsynced:
-            carried, self._unsynced = self._unsynced, []
+        carried = list(self._unsynced)  # stays counted (health) until stored
+        if carried:
             batch.mutations[:0] = carried
             if self.store.wants_snapshots:
                 for m in carried:
@@ -441,11 +441,14 @@ class Receiver:
         except Exception as exc:
             for jti, _digest, _at in batch.jtis:
                 self.jtis.discard(jti)
-            self._unsynced.extend(batch.mutations)
+            self._unsynced.extend(batch.mutations[len(carried) :])
             del self._unsynced[:-_MAX_UNSYNCED]
             self.store_error = f"{type(exc).__name__}: {exc}"[:300]
             self.stats["store_failed"] += 1
             raise
+        if carried:
+            stored = {id(m) for m in carried}
+            self._unsynced = [m for m in self._unsynced if id(m) not in stored]
         self.store_error = None
 
     async def _sync_loop(self) -> None:

@@ -123,6 +123,10 @@ class TcpProxy:
         self._conns.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._forward(reader, writer)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.mode == "down":
             _reset(writer)
             return
@@ -268,7 +272,8 @@ class TxCluster:
             except httpx.HTTPError:
                 return False
 
-        wait_until(up, timeout=40, interval=0.1, what=f"transmitter {i} up")
+        # generous: on a loaded 2-core machine an interpreter start can take many seconds
+        wait_until(up, timeout=120, interval=0.1, what=f"transmitter {i} up")
 
     def start_all(self) -> None:
         for i in range(self.n):
@@ -299,7 +304,7 @@ class TxCluster:
             self.procs.pop(i, None)
 
     def alive(self) -> list[int]:
-        return [i for i, p in self.procs.items() if p.poll() is None]
+        return [i for i, p in list(self.procs.items()) if p.poll() is None]
 
     # --- HTTP helpers ---------------------------------------------------------------------
     def create_push_stream(self, http: httpx.Client, endpoint: str, i: int = 0, **delivery: Any) -> str:

@@ -28,8 +28,9 @@ def _check(fig: object) -> None:
     assert fig.overlapping_pushes == 0
 
 
+@pytest.mark.timeout(300)  # ~20 s normally; the bound is for a heavily loaded machine
 def test_kill_chaos_short(tmp_path: Path) -> None:
-    fig = kill_chaos(require_postgres(), tmp_path, events=240, instances=3, streams=2, seed=7)
+    fig = kill_chaos(require_postgres(), tmp_path, events=200, instances=3, streams=2, seed=7)
     _check(fig)
 
 

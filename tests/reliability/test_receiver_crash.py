@@ -41,7 +41,7 @@ def _start_receiver(env: dict[str, str], port: int, log: Path) -> subprocess.Pop
         except (httpx.HTTPError, ValueError):
             return False
 
-    wait_until(ready, timeout=40, interval=0.1, what="receiver ready")
+    wait_until(ready, timeout=120, interval=0.1, what="receiver ready")
     return proc
 
 
