@@ -4,12 +4,25 @@ it cannot keep, and everything recovers by itself once the database is back."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.reliability.support import TcpProxy, TxCluster, pg_schema, recording_receiver, wait_until
+from tests.reliability.support import (
+    CHAOS,
+    TcpProxy,
+    TxCluster,
+    per_subject_txn,
+    pg_schema,
+    recording_receiver,
+    tx_cluster,
+    wait_until,
+)
 from tests.support.services import require_postgres
 
 
@@ -61,3 +74,51 @@ def test_publish_answers_503_while_the_database_is_away_and_recovers(tmp_path: P
                 assert cluster.alive() == [0]
         finally:
             cluster.stop_all()
+
+
+@pytest.mark.skipif(not CHAOS, reason="long form (restarts the shared PostgreSQL): set SSF_CHAOS=1")
+@pytest.mark.timeout(600)
+def test_real_postgresql_restart_mid_run(tmp_path: Path) -> None:
+    """The real thing: ``pg_ctlcluster … restart`` while two instances take publishes."""
+    url = require_postgres()
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    with tx_cluster(url, tmp_path, 2) as cluster, httpx.Client(timeout=10) as http:
+        cluster.start_all()
+        with recording_receiver(cluster.issuer, cluster.audience) as rec:
+            rec.set_keys(cluster.jwks())
+            sid = cluster.create_push_stream(http, f"{rec.url}/push/pg")
+            accepted: set[str] = set()
+            codes: list[int] = []
+            stop = threading.Event()
+
+            def publish() -> None:
+                k = 0
+                with httpx.Client(timeout=10) as c:
+                    while not stop.is_set():
+                        subject = f"pg{k % 3}@example.com"
+                        try:
+                            r = cluster.publish(c, k % 2, subject, per_subject_txn(subject, k // 3))
+                        except httpx.HTTPError:
+                            codes.append(0)
+                            continue
+                        codes.append(r.status_code)
+                        if r.status_code == 202:
+                            accepted.add(r.json()["jti"][sid])
+                        k += 1
+                        time.sleep(0.01)
+
+            t = threading.Thread(target=publish)
+            t.start()
+            time.sleep(2)
+            subprocess.run(
+                ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+                check=True,
+                timeout=120,
+            )
+            time.sleep(5)
+            stop.set()
+            t.join(30)
+            assert set(codes) <= {202, 503}, sorted(set(codes))
+            assert codes[-1] == 202  # recovered by itself
+            wait_until(lambda: accepted <= rec.jtis(), timeout=60, what="every accepted SET applied")
+            assert rec.duplicates_applied() == 0 and rec.order_violations() == 0
