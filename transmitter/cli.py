@@ -125,14 +125,19 @@ def client_remove(name: str) -> None:
 
 
 @client_app.command("token")
-def client_token(name: str, scope: str | None = typer.Option(None, help="Narrower scope.")) -> None:
+def client_token(
+    name: str,
+    scope: str | None = typer.Option(None, help="Narrower scope."),
+    as_json: bool = typer.Option(False, "--json", help="Print the RFC 6749 token response as JSON."),
+) -> None:
     """Print a bearer token for a registered client (for scripts)."""
     tx = _tx()
     info = tx.auth.client_by_name(name)
     if info is None:
         typer.echo("no such client", err=True)
         raise typer.Exit(1)
-    typer.echo(tx.auth.issue_token(info, scope)["access_token"])
+    body = tx.auth.issue_token(info, scope)
+    typer.echo(json.dumps(body) if as_json else body["access_token"])
 
 
 @app.command()

@@ -59,6 +59,9 @@ def test_clients_keys_and_streams_as_json(env: dict[str, str]) -> None:
     listed = json.loads(run("client", "list", "--json"))
     assert [c["name"] for c in listed] == ["rx1"]
     assert "client_secret" not in listed[0] and added["client_secret"] not in json.dumps(listed)
+    token = json.loads(run("client", "token", "rx1", "--scope", "ssf.read", "--json"))
+    assert token["token_type"] == "Bearer" and token["scope"] == "ssf.read" and token["expires_in"] > 0
+    assert run("client", "token", "rx1").strip().count(".") == 2  # the bare token, for $(...)
 
     rotated = json.loads(run("keys", "rotate", "--json"))
     keys = json.loads(run("keys", "list", "--json"))
