@@ -124,7 +124,7 @@ def _shared_receiver() -> FixtureReceiver:
 _RECEIVERS: dict[str, FixtureReceiver] = {}
 
 #: Short waits for the receiver session.
-RX_FAST = {"wait": 5.0, "idle": 0.5, "push_delay": 0.05, "long_poll": 0.5, "event_timeout": 1.5}
+RX_FAST = {"wait": 10.0, "idle": 1.0, "push_delay": 0.05, "long_poll": 0.5, "event_timeout": 1.5}
 
 
 @contextlib.contextmanager

@@ -136,7 +136,7 @@ async def test_our_transmitter_passes_every_failure_check(
             allow_http_loopback=True,
             status_cmd=tx.command("streams", "status", "{stream_id}", "{status}"),
             rotate_cmd=tx.command("keys", "rotate"),
-            **{**FAST, "event_timeout": 4.0, "settle": 0.5, "key_rotation_wait": 8.0},
+            **{**FAST, "event_timeout": 8.0, "settle": 0.5, "key_rotation_wait": 8.0},
         )
         report = await run_transmitter_plan(opts)
     assert not _failures(report), (
@@ -221,10 +221,10 @@ async def test_our_receiver_passes_every_failure_check(tmp_path: Path, delivery:
             start_hook=rx.start,
             finish_hook=rx.operator,
             wait=60,
-            idle=5,
+            idle=15,
             push_delay=0.1,
             long_poll=1.0,
-            event_timeout=8.0,
+            event_timeout=10.0,
         )
         report = await run_receiver_plan(opts)
     finally:
@@ -245,7 +245,7 @@ async def test_our_transmitter_inactivity_timeout(tmp_path: Path) -> None:
             client_id=cid,
             client_secret=secret,
             allow_http_loopback=True,
-            **{**FAST, "event_timeout": 4.0, "settle": 0.5},
+            **{**FAST, "event_timeout": 8.0, "settle": 0.5},
         )
         report = await run_transmitter_plan(opts, only=["kit-transmitter-inactivity-timeout"])
     assert not _failures(report), "\n".join(_failures(report))
