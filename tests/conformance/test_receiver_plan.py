@@ -82,14 +82,14 @@ FAULTS: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
         WIRE,
         "rx.poll-ack",
         {"delivery": "poll"},
-        {**POLL, "event_timeout": 0.5, "corpus": False},
+        {**POLL, "event_timeout": 0.5, "corpus": False, "wait": 2.0},
     ),
     (
         "poll-drop-query",
         WIRE,
         "rx.poll-query-kept",
         {"delivery": "poll"},
-        {**POLL, "event_timeout": 0.5, "corpus": False},
+        {**POLL, "event_timeout": 0.5, "corpus": False, "wait": 2.0},
     ),
 ]
 
