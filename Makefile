@@ -24,6 +24,10 @@ lint: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
+# Long-form fault runs (10,000 events with kill -9; restarts the local PostgreSQL).
+chaos: $(STAMP)
+	SSF_CHAOS=1 $(BIN)/pytest -n 2 tests/reliability $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
