@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -249,6 +250,7 @@ class Transmitter:
                 subject=Subject.opaque(s.stream_id),
                 event_type=uris.STREAM_UPDATED,
                 event=StreamUpdated(status=status, reason=reason),  # type: ignore[arg-type]
+                txn=secrets.token_urlsafe(16),  # SSF §4.1.9: one per underlying cause
                 control=True,
                 priority=1,
                 now=now,
@@ -326,6 +328,7 @@ class Transmitter:
             subject=Subject.opaque(s.stream_id),
             event_type=uris.VERIFICATION,
             event=Verification(state=state),
+            txn=secrets.token_urlsafe(16),  # SSF §4.1.9: one per underlying cause
             priority=1,
             now=now,
         )
