@@ -98,10 +98,8 @@ def test_long_poll_on_one_instance_wakes_for_a_publish_on_another(tmp_path: Path
             def waiting() -> bool:
                 with engine.connect() as conn:
                     n = conn.execute(
-                        sqlalchemy.text(
-                            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
-                            " AND datname = current_database()"
-                        )
+                        sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE query = :q"),
+                        {"q": f'LISTEN "ssf_outbox_{cluster.schema}"'},
                     ).scalar_one()
                 return bool(n >= 2)
 
