@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import httpx
 
@@ -207,6 +208,7 @@ def invalid_token() -> str:
 
 
 ErrorFlow = Callable[[TransmitterKit, ModuleRun, Check], Awaitable[None]]
+BodyOf = Callable[[TransmitterKit, Stream], dict[str, Any]]
 
 
 def error_module(
@@ -235,26 +237,61 @@ async def _created_then_deleted(kit: TransmitterKit, run: ModuleRun) -> Stream:
     return stream
 
 
-P = "openid-ssf-stream-control-error-"
+def _patch_body(description: str) -> BodyOf:
+    return lambda kit, stream: {"stream_id": stream.id, "description": description}
 
 
-@error_module(
-    P + "create-stream-with-broken-input",
-    "errors.create-broken-input",
-    "SSF 8.1.1.1",
-    "create with unparsable JSON answers 400",
-)
-async def _create_broken(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    r = await kit.call("POST", kit.need_endpoint("configuration_endpoint"), content=BROKEN)
-    run.expect_status(c, r.status_code, (400,), "create with broken JSON")
+def _replace_body(kit: TransmitterKit, stream: Stream) -> dict[str, Any]:
+    body, _, _ = kit.create_body()
+    body["stream_id"] = stream.id
+    return body
 
 
-@error_module(
-    P + "create-stream-with-invalid-token",
-    "errors.create-invalid-token",
-    "SSF 8.1.1.1",
-    "create with an invalid token answers 401",
-)
+@dataclass(frozen=True)
+class Probe:
+    """An error flow: one configuration-endpoint request that must answer one of `expect`.
+
+    `stream` is None (no stream), "live" (created first, deleted afterwards) or "deleted" (created
+    and deleted before the request); `body` builds the JSON body from that stream, `by_id` sends
+    ?stream_id=, `broken` sends unparsable JSON and `bad_token` an invalid bearer token.
+    """
+
+    method: str
+    expect: tuple[int, ...]
+    label: str
+    stream: Literal["live", "deleted"] | None = None
+    body: BodyOf | None = None
+    by_id: bool = False
+    broken: bool = False
+    bad_token: bool = False
+
+    @property
+    def caep(self) -> bool:
+        """The CAEP interoperability profile does not exercise PATCH and PUT."""
+        return self.method not in ("PATCH", "PUT")
+
+    async def __call__(self, kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
+        target: Stream | None = None
+        if self.stream == "deleted":
+            target = await _created_then_deleted(kit, run)
+        elif self.stream == "live":
+            _, target = await kit.create_stream(run)
+            assert target is not None
+        try:
+            r = await kit.call(
+                self.method,
+                kit.need_endpoint("configuration_endpoint"),
+                body=self.body(kit, target) if self.body is not None and target is not None else None,
+                content=BROKEN if self.broken else None,
+                params={"stream_id": target.id} if self.by_id and target is not None else None,
+                token=invalid_token() if self.bad_token else None,
+            )
+            run.expect_status(c, r.status_code, self.expect, self.label)
+        finally:
+            if self.stream == "live":
+                await kit.delete_stream(run, target)
+
+
 async def _create_token(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
     body, _, _ = kit.create_body()
     r = await kit.call("POST", kit.need_endpoint("configuration_endpoint"), body=body, token=invalid_token())
@@ -265,12 +302,6 @@ async def _create_token(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
             await kit.delete_stream(None, Stream(data))
 
 
-@error_module(
-    P + "create-stream-with-duplicate-config",
-    "errors.create-duplicate",
-    "SSF 8.1.1.1",
-    "a second create answers 201 (new stream) or 409",
-)
 async def _create_dup(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
     resp, first = await kit.create_stream(run)
     run.expect_status(c, resp.status_code, (201,), "first create")
@@ -289,150 +320,102 @@ async def _create_dup(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
         await kit.delete_stream(None, second)
 
 
-@error_module(
-    P + "read-stream-with-invalid-token",
-    "errors.read-invalid-token",
-    "SSF 8.1.1.2",
-    "read with an invalid token answers 401",
+P = "openid-ssf-stream-control-error-"
+
+#: (module name after P, (check id, requirement, title), flow), in suite order.
+ERROR_MODULES: tuple[tuple[str, tuple[str, str, str], ErrorFlow], ...] = (
+    (
+        "create-stream-with-broken-input",
+        ("errors.create-broken-input", "SSF 8.1.1.1", "create with unparsable JSON answers 400"),
+        Probe("POST", (400,), "create with broken JSON", broken=True),
+    ),
+    (
+        "create-stream-with-invalid-token",
+        ("errors.create-invalid-token", "SSF 8.1.1.1", "create with an invalid token answers 401"),
+        _create_token,
+    ),
+    (
+        "create-stream-with-duplicate-config",
+        ("errors.create-duplicate", "SSF 8.1.1.1", "a second create answers 201 (new stream) or 409"),
+        _create_dup,
+    ),
+    (
+        "read-stream-with-invalid-token",
+        ("errors.read-invalid-token", "SSF 8.1.1.2", "read with an invalid token answers 401"),
+        Probe("GET", (401,), "GET with invalid token", bad_token=True),
+    ),
+    (
+        "read-unknown-stream",
+        ("errors.read-unknown-stream", "SSF 8.1.1.2", "read of a deleted stream answers 404"),
+        Probe("GET", (404,), "GET deleted stream", stream="deleted", by_id=True),
+    ),
+    (
+        "update-stream-with-invalid-token",
+        ("errors.update-invalid-token", "SSF 8.1.1.3", "PATCH with an invalid token answers 400 or 401"),
+        Probe(
+            "PATCH",
+            (400, 401),
+            "PATCH with invalid token",
+            stream="live",
+            body=_patch_body("invalid token update"),
+            bad_token=True,
+        ),
+    ),
+    (
+        "update-stream-with-invalid-body",
+        ("errors.update-invalid-body", "SSF 8.1.1.3", "PATCH with unparsable JSON answers 400"),
+        Probe("PATCH", (400,), "PATCH with broken JSON", broken=True),
+    ),
+    (
+        "update-unknown-stream",
+        ("errors.update-unknown-stream", "SSF 8.1.1.3", "PATCH of a deleted stream answers 404"),
+        Probe(
+            "PATCH",
+            (404,),
+            "PATCH deleted stream",
+            stream="deleted",
+            body=_patch_body("update of a deleted stream"),
+        ),
+    ),
+    (
+        "replace-stream-with-invalid-body",
+        ("errors.replace-invalid-body", "SSF 8.1.1.4", "PUT with unparsable JSON answers 400"),
+        Probe("PUT", (400,), "PUT with broken JSON", broken=True),
+    ),
+    (
+        "replace-stream-with-invalid-token",
+        ("errors.replace-invalid-token", "SSF 8.1.1.4", "PUT with an invalid token answers 401"),
+        Probe("PUT", (401,), "PUT with invalid token", stream="live", body=_replace_body, bad_token=True),
+    ),
+    (
+        "replace-unknown-stream",
+        ("errors.replace-unknown-stream", "SSF 8.1.1.4", "PUT of a deleted stream answers 404"),
+        Probe("PUT", (404,), "PUT deleted stream", stream="deleted", body=_replace_body),
+    ),
+    (
+        "delete-stream-with-invalid-token",
+        (
+            "errors.delete-invalid-token",
+            "SSF 8.1.1.5",
+            "DELETE with an invalid token answers 401 (before 404)",
+        ),
+        Probe("DELETE", (401,), "DELETE with invalid token", stream="deleted", by_id=True, bad_token=True),
+    ),
+    (
+        "delete-unknown-stream",
+        ("errors.delete-unknown-stream", "SSF 8.1.1.5", "DELETE of a deleted stream answers 404"),
+        Probe("DELETE", (404,), "DELETE deleted stream", stream="deleted", by_id=True),
+    ),
 )
-async def _read_token(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    r = await kit.call("GET", kit.need_endpoint("configuration_endpoint"), token=invalid_token())
-    run.expect_status(c, r.status_code, (401,), "GET with invalid token")
 
-
-@error_module(
-    P + "read-unknown-stream",
-    "errors.read-unknown-stream",
-    "SSF 8.1.1.2",
-    "read of a deleted stream answers 404",
-)
-async def _read_unknown(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    stream = await _created_then_deleted(kit, run)
-    r = await kit.call("GET", kit.need_endpoint("configuration_endpoint"), params={"stream_id": stream.id})
-    run.expect_status(c, r.status_code, (404,), "GET deleted stream")
-
-
-@error_module(
-    P + "update-stream-with-invalid-token",
-    "errors.update-invalid-token",
-    "SSF 8.1.1.3",
-    "PATCH with an invalid token answers 400 or 401",
-    caep=False,
-)
-async def _update_token(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    _, stream = await kit.create_stream(run)
-    assert stream is not None
-    try:
-        body = {"stream_id": stream.id, "description": "invalid token update"}
-        r = await kit.call(
-            "PATCH", kit.need_endpoint("configuration_endpoint"), body=body, token=invalid_token()
-        )
-        run.expect_status(c, r.status_code, (400, 401), "PATCH with invalid token")
-    finally:
-        await kit.delete_stream(run, stream)
-
-
-@error_module(
-    P + "update-stream-with-invalid-body",
-    "errors.update-invalid-body",
-    "SSF 8.1.1.3",
-    "PATCH with unparsable JSON answers 400",
-    caep=False,
-)
-async def _update_body(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    r = await kit.call("PATCH", kit.need_endpoint("configuration_endpoint"), content=BROKEN)
-    run.expect_status(c, r.status_code, (400,), "PATCH with broken JSON")
-
-
-@error_module(
-    P + "update-unknown-stream",
-    "errors.update-unknown-stream",
-    "SSF 8.1.1.3",
-    "PATCH of a deleted stream answers 404",
-    caep=False,
-)
-async def _update_unknown(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    stream = await _created_then_deleted(kit, run)
-    body = {"stream_id": stream.id, "description": "update of a deleted stream"}
-    r = await kit.call("PATCH", kit.need_endpoint("configuration_endpoint"), body=body)
-    run.expect_status(c, r.status_code, (404,), "PATCH deleted stream")
-
-
-@error_module(
-    P + "replace-stream-with-invalid-body",
-    "errors.replace-invalid-body",
-    "SSF 8.1.1.4",
-    "PUT with unparsable JSON answers 400",
-    caep=False,
-)
-async def _replace_body(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    r = await kit.call("PUT", kit.need_endpoint("configuration_endpoint"), content=BROKEN)
-    run.expect_status(c, r.status_code, (400,), "PUT with broken JSON")
-
-
-@error_module(
-    P + "replace-stream-with-invalid-token",
-    "errors.replace-invalid-token",
-    "SSF 8.1.1.4",
-    "PUT with an invalid token answers 401",
-    caep=False,
-)
-async def _replace_token(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    _, stream = await kit.create_stream(run)
-    assert stream is not None
-    try:
-        body, _, _ = kit.create_body()
-        body["stream_id"] = stream.id
-        r = await kit.call(
-            "PUT", kit.need_endpoint("configuration_endpoint"), body=body, token=invalid_token()
-        )
-        run.expect_status(c, r.status_code, (401,), "PUT with invalid token")
-    finally:
-        await kit.delete_stream(run, stream)
-
-
-@error_module(
-    P + "replace-unknown-stream",
-    "errors.replace-unknown-stream",
-    "SSF 8.1.1.4",
-    "PUT of a deleted stream answers 404",
-    caep=False,
-)
-async def _replace_unknown(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    stream = await _created_then_deleted(kit, run)
-    body, _, _ = kit.create_body()
-    body["stream_id"] = stream.id
-    r = await kit.call("PUT", kit.need_endpoint("configuration_endpoint"), body=body)
-    run.expect_status(c, r.status_code, (404,), "PUT deleted stream")
-
-
-@error_module(
-    P + "delete-stream-with-invalid-token",
-    "errors.delete-invalid-token",
-    "SSF 8.1.1.5",
-    "DELETE with an invalid token answers 401 (before 404)",
-)
-async def _delete_token(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    stream = await _created_then_deleted(kit, run)
-    r = await kit.call(
-        "DELETE",
-        kit.need_endpoint("configuration_endpoint"),
-        params={"stream_id": stream.id},
-        token=invalid_token(),
-    )
-    run.expect_status(c, r.status_code, (401,), "DELETE with invalid token")
-
-
-@error_module(
-    P + "delete-unknown-stream",
-    "errors.delete-unknown-stream",
-    "SSF 8.1.1.5",
-    "DELETE of a deleted stream answers 404",
-)
-async def _delete_unknown(kit: TransmitterKit, run: ModuleRun, c: Check) -> None:
-    stream = await _created_then_deleted(kit, run)
-    r = await kit.call("DELETE", kit.need_endpoint("configuration_endpoint"), params={"stream_id": stream.id})
-    run.expect_status(c, r.status_code, (404,), "DELETE deleted stream")
+for _suffix, (_check_id, _requirement, _title), _flow in ERROR_MODULES:
+    error_module(
+        P + _suffix,
+        _check_id,
+        _requirement,
+        _title,
+        caep=not isinstance(_flow, Probe) or _flow.caep,
+    )(_flow)
 
 
 # ---- subject control ---------------------------------------------------------------------
