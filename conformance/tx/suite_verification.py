@@ -4,9 +4,10 @@ CAEP interoperability module of the suite (digest 11.3)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conformance.registry import ModuleRun, Severity, StopModule, check, module
+from conformance.registry import Check, ModuleRun, Severity, StopModule, check, module
 from conformance.tx.context import (
     INTEROP_EVENTS,
     STREAM_CREATE,
@@ -161,94 +162,96 @@ async def poll_until_state(
         await asyncio.sleep(0.2)
 
 
-@module(
+async def poll_verification(
+    kit: TransmitterKit, run: ModuleRun, stream: Stream, label: str = "verification request"
+) -> list[Received]:
+    """Trigger a verification, poll until its SET shows up, judge it and return what was polled."""
+    state = fresh_state()
+    r = await kit.verify(stream, state)
+    run.expect_status(TRIGGER, r.status_code, (204,), label, stop=True)
+    got = await poll_until_state(kit, run, stream, state)
+    kit.inspect(run, stream, got)
+    judge_verification(run, [], got, state)
+    return got
+
+
+PollFollowUp = Callable[[TransmitterKit, ModuleRun, Stream, list[Received]], Awaitable[None]]
+
+
+def poll_verification_module(
+    name: str, summary: str, extra: tuple[Check, ...] = (), label: str = "verification request"
+) -> Callable[[PollFollowUp], PollFollowUp]:
+    """A poll-only module: one verification on a new poll stream, then `follow_up` with its SETs."""
+
+    def wrap(follow_up: PollFollowUp) -> PollFollowUp:
+        async def run_it(kit: TransmitterKit, run: ModuleRun) -> None:
+            await kit.setup(run)
+            _, stream = await kit.create_stream(run)
+            assert stream is not None
+            try:
+                got = await poll_verification(kit, run, stream, label)
+                await follow_up(kit, run, stream, got)
+            finally:
+                await kit.delete_stream(run, stream)
+
+        checks = (*VERIFY_CHECKS, POLL_RESPONSE, *extra, *SET_CHECKS)
+        module(name, "transmitter", summary, checks, deliveries=("poll",))(run_it)
+        return follow_up
+
+    return wrap
+
+
+@poll_verification_module(
     "openid-ssf-transmitter-stream-verification-poll-only",
-    "transmitter",
     "Trigger verification on a poll stream and poll for the SET",
-    (*VERIFY_CHECKS, POLL_RESPONSE, *SET_CHECKS),
-    deliveries=("poll",),
 )
-async def verification_poll_only(kit: TransmitterKit, run: ModuleRun) -> None:
-    await kit.setup(run)
-    _, stream = await kit.create_stream(run)
-    assert stream is not None
-    try:
-        state = fresh_state()
-        r = await kit.verify(stream, state)
-        run.expect_status(TRIGGER, r.status_code, (204,), "verification request", stop=True)
-        got = await poll_until_state(kit, run, stream, state)
-        kit.inspect(run, stream, got)
-        judge_verification(run, [], got, state)
-    finally:
-        await kit.delete_stream(run, stream)
+async def verification_poll_only(
+    kit: TransmitterKit, run: ModuleRun, stream: Stream, got: list[Received]
+) -> None:
+    pass
 
 
-@module(
+@poll_verification_module(
     "openid-ssf-transmitter-stream-verification-poll-and-ack",
-    "transmitter",
     "Two verifications; the second poll acknowledges the first batch and returns the second SET",
-    (*VERIFY_CHECKS, POLL_RESPONSE, POLL_AND_ACK_STATE, *SET_CHECKS),
-    deliveries=("poll",),
+    (POLL_AND_ACK_STATE,),
+    label="verification request #1",
 )
-async def verification_poll_and_ack(kit: TransmitterKit, run: ModuleRun) -> None:
-    await kit.setup(run)
-    _, stream = await kit.create_stream(run)
-    assert stream is not None
-    try:
-        state1 = fresh_state()
-        r = await kit.verify(stream, state1)
-        run.expect_status(TRIGGER, r.status_code, (204,), "verification request #1", stop=True)
-        first = await poll_until_state(kit, run, stream, state1)
-        kit.inspect(run, stream, first)
-        judge_verification(run, [], first, state1)
-        interval = stream.config.get("min_verification_interval")
-        if isinstance(interval, int | float) and interval > 0:
-            await asyncio.sleep(min(float(interval), kit.opts.max_wait, 120.0))
-        state2 = fresh_state()
-        r = await kit.verify(stream, state2)
-        run.expect_status(TRIGGER, r.status_code, (204,), "verification request #2", stop=True)
-        acks = [x.jti for x in first if x.jti]
-        second = await poll_until_state(kit, run, stream, state2, ack=acks)
-        kit.inspect(run, stream, second)
-        # like the suite: the first stateful verification SET of the response is compared
-        stateful = [x for x in second if x.is_verification() and x.state is not None]
-        got = stateful[0].state if stateful else None
-        run.expect(
-            POLL_AND_ACK_STATE, got == state2, f"second poll's verification state is {got!r}", "state #2"
-        )
-    finally:
-        await kit.delete_stream(run, stream)
+async def verification_poll_and_ack(
+    kit: TransmitterKit, run: ModuleRun, stream: Stream, first: list[Received]
+) -> None:
+    interval = stream.config.get("min_verification_interval")
+    if isinstance(interval, int | float) and interval > 0:
+        await asyncio.sleep(min(float(interval), kit.opts.max_wait, 120.0))
+    state2 = fresh_state()
+    r = await kit.verify(stream, state2)
+    run.expect_status(TRIGGER, r.status_code, (204,), "verification request #2", stop=True)
+    acks = [x.jti for x in first if x.jti]
+    second = await poll_until_state(kit, run, stream, state2, ack=acks)
+    kit.inspect(run, stream, second)
+    # like the suite: the first stateful verification SET of the response is compared
+    stateful = [x for x in second if x.is_verification() and x.state is not None]
+    got = stateful[0].state if stateful else None
+    run.expect(POLL_AND_ACK_STATE, got == state2, f"second poll's verification state is {got!r}", "state #2")
 
 
-@module(
+@poll_verification_module(
     "openid-ssf-transmitter-stream-verification-ack-only",
-    "transmitter",
     "Verification on a poll stream, then an acknowledge-only request",
-    (*VERIFY_CHECKS, POLL_RESPONSE, POLL_ACK_ONLY, *SET_CHECKS),
-    deliveries=("poll",),
+    (POLL_ACK_ONLY,),
 )
-async def verification_ack_only(kit: TransmitterKit, run: ModuleRun) -> None:
-    await kit.setup(run)
-    _, stream = await kit.create_stream(run)
-    assert stream is not None
-    try:
-        state = fresh_state()
-        r = await kit.verify(stream, state)
-        run.expect_status(TRIGGER, r.status_code, (204,), "verification request", stop=True)
-        got = await poll_until_state(kit, run, stream, state)
-        kit.inspect(run, stream, got)
-        judge_verification(run, [], got, state)
-        acks = [x.jti for x in got if x.jti]
-        r = await kit.poll(stream, {"maxEvents": 0, "returnImmediately": True, "ack": acks})
-        data = json_of(r)
-        run.expect(
-            POLL_ACK_ONLY,
-            r.status_code == 200 and isinstance(data, dict),
-            f"acknowledge-only: HTTP {r.status_code}",
-            "acknowledged",
-        )
-    finally:
-        await kit.delete_stream(run, stream)
+async def verification_ack_only(
+    kit: TransmitterKit, run: ModuleRun, stream: Stream, got: list[Received]
+) -> None:
+    acks = [x.jti for x in got if x.jti]
+    r = await kit.poll(stream, {"maxEvents": 0, "returnImmediately": True, "ack": acks})
+    data = json_of(r)
+    run.expect(
+        POLL_ACK_ONLY,
+        r.status_code == 200 and isinstance(data, dict),
+        f"acknowledge-only: HTTP {r.status_code}",
+        "acknowledged",
+    )
 
 
 # ---- CAEP interoperability ---------------------------------------------------------------
