@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -53,6 +55,34 @@ def _list(side: Side, delivery: str, profile: str) -> None:
         for c in m.checks:
             sev = c.severity_for(profile).value
             console.print(f"    {c.id:42} {sev:8} {escape(c.requirement):28} {escape(c.title)}")
+
+
+def _plan_choices(side: Side, delivery: str, profile: str, list_: bool) -> None:
+    """Validate --delivery/--profile; with --list, print the plan and exit."""
+    _check_choice("--delivery", delivery, DELIVERIES)
+    _check_choice("--profile", profile, PROFILES)
+    if list_:
+        _list(side, delivery, profile)
+        raise typer.Exit(0)
+
+
+def _run_plan(
+    run_plan: Callable[..., Coroutine[Any, Any, Report]],
+    opts: object,
+    only: list[str],
+    skip: list[str],
+    verbose: bool,
+    json_out: Path | None,
+    junit: Path | None,
+) -> None:
+    """Run one plan with the console reporter, write the reports and exit with the plan's verdict."""
+    try:
+        report = asyncio.run(
+            run_plan(opts, only=_split(only), skip=_split(skip), reporter=ConsoleReporter(verbose=verbose))
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--only/--skip") from None
+    _finish(report, json_out, junit)
 
 
 def _finish(report: Report, json_out: Path | None, junit: Path | None) -> None:
@@ -130,11 +160,7 @@ def transmitter(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show passed checks too."),
 ) -> None:
     """Run the transmitter plan: the kit plays the receiver."""
-    _check_choice("--delivery", delivery, DELIVERIES)
-    _check_choice("--profile", profile, PROFILES)
-    if list_:
-        _list("transmitter", delivery, profile)
-        raise typer.Exit(0)
+    _plan_choices("transmitter", delivery, profile, list_)
     if bool(issuer) == bool(metadata_url):
         raise typer.BadParameter("give exactly one of --issuer and --metadata-url", param_hint="--issuer")
     if not token and not (client_id and client_secret):
@@ -169,15 +195,7 @@ def transmitter(
         http_timeout=http_timeout,
         key_rotation_wait=key_rotation_wait,
     )
-    try:
-        report = asyncio.run(
-            run_transmitter_plan(
-                opts, only=_split(only), skip=_split(skip), reporter=ConsoleReporter(verbose=verbose)
-            )
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--only/--skip") from None
-    _finish(report, json_out, junit)
+    _run_plan(run_transmitter_plan, opts, only, skip, verbose, json_out, junit)
 
 
 @app.command("receiver")
@@ -222,11 +240,7 @@ def receiver(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show passed checks too."),
 ) -> None:
     """Run the receiver plan: the kit plays the transmitter (point the receiver at the issuer it prints)."""
-    _check_choice("--delivery", delivery, DELIVERIES)
-    _check_choice("--profile", profile, PROFILES)
-    if list_:
-        _list("receiver", delivery, profile)
-        raise typer.Exit(0)
+    _plan_choices("receiver", delivery, profile, list_)
     from conformance.rx import ReceiverOptions, run_receiver_plan
 
     def announce(issuer: str) -> None:
@@ -258,12 +272,4 @@ def receiver(
         finish_cmd=finish_cmd,
         announce=announce,
     )
-    try:
-        report = asyncio.run(
-            run_receiver_plan(
-                opts, only=_split(only), skip=_split(skip), reporter=ConsoleReporter(verbose=verbose)
-            )
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--only/--skip") from None
-    _finish(report, json_out, junit)
+    _run_plan(run_receiver_plan, opts, only, skip, verbose, json_out, junit)
