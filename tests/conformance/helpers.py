@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from conformance.registry import Outcome
@@ -101,6 +101,42 @@ def outcomes(report: Report) -> dict[str, set[str]]:
 
 def failed_ids(report: Report) -> set[str]:
     return {r.check.id for r in report.results() if r.outcome is Outcome.FAILED}
+
+
+#: (fault, module, check that must fail, options, options): the two option dicts are the fixture's
+#: and the kit's, in the order each plan test declares.
+Fault = tuple[str, str, str, dict[str, Any], dict[str, Any]]
+FaultGroup = tuple[str, str, list[str], dict[str, Any], dict[str, Any]]
+
+
+def group_faults(faults: list[Fault]) -> list[FaultGroup]:
+    """One run per (fault, module, options); every check that fault must fail is asserted on it."""
+    groups: dict[str, FaultGroup] = {}
+    for fault, module, check_id, first, second in faults:
+        key = repr((fault, module, sorted(first.items()), sorted(second.items())))
+        groups.setdefault(key, (fault, module, [], first, second))[2].append(check_id)
+    return list(groups.values())
+
+
+def fault_test_id(fault: str, module: str, kit_opts: dict[str, Any]) -> str:
+    short = module.removeprefix("openid-ssf-").removeprefix("kit-")
+    return f"{fault}->{short}-{kit_opts.get('delivery', 'push')}-{kit_opts.get('profile', 'default')}"
+
+
+def assert_fault_caught(report: Report, fault: str, module: str, check_ids: list[str]) -> None:
+    assert [m.name for m in report.modules] == [module]
+    missing = set(check_ids) - failed_ids(report)
+    assert not missing, f"{fault} should fail {sorted(missing)}; failures were:\n{describe_failures(report)}"
+
+
+def untargeted_checks(side: str, faults: list[Fault], excused: Iterable[str]) -> set[str]:
+    """The side's declared checks that no fault targets and no reason excuses."""
+    from conformance.registry import MODULES
+    from conformance.runner import load_modules
+
+    load_modules()
+    declared = {c.id for m in MODULES.values() if m.side == side for c in m.checks}
+    return declared - {c for _, _, c, _, _ in faults} - set(excused)
 
 
 def describe_failures(report: Report) -> str:

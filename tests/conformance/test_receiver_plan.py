@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from conformance.registry import Outcome
-from tests.conformance.helpers import describe_failures, failed_ids, fixture_receiver, run_rx
+from tests.conformance.helpers import (
+    Fault,
+    assert_fault_caught,
+    describe_failures,
+    fault_test_id,
+    fixture_receiver,
+    group_faults,
+    run_rx,
+    untargeted_checks,
+)
 
 CORPUS = "kit-receiver-bad-set-corpus"
 WIRE = "kit-receiver-wire"
@@ -29,7 +38,7 @@ CORPUS_CASES = [
 ]  # fmt: skip
 
 # (fault, module, check that must fail, fixture options, kit options)
-FAULTS: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
+FAULTS: list[Fault] = [
     *[("accept-all", CORPUS, f"corpus.{c}", {}, {}) for c in CORPUS_CASES],
     ("no-auth-check", CORPUS, "corpus.push-no-authorization", {}, {}),
     ("no-auth-check", CORPUS, "corpus.push-wrong-authorization", {}, {}),
@@ -96,36 +105,20 @@ FAULTS: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
 NOT_FAULT_TESTED: dict[str, str] = {}
 
 
-def _grouped() -> list[tuple[str, str, list[str], dict[str, Any], dict[str, Any]]]:
-    """One run per (fault, module, options); every check that fault must fail is asserted on it."""
-    groups: dict[str, tuple[str, str, list[str], dict[str, Any], dict[str, Any]]] = {}
-    for fault, module, check_id, fx_opts, opts in FAULTS:
-        key = repr((fault, module, sorted(fx_opts.items()), sorted(opts.items())))
-        groups.setdefault(key, (fault, module, [], fx_opts, opts))[2].append(check_id)
-    return list(groups.values())
-
-
-GROUPS = _grouped()
-
-
-def _test_id(fault: str, module: str, opts: dict[str, Any]) -> str:
-    short = module.removeprefix("openid-ssf-").removeprefix("kit-")
-    return f"{fault}->{short}-{opts.get('delivery', 'push')}-{opts.get('profile', 'default')}"
+GROUPS = group_faults(FAULTS)
 
 
 @pytest.mark.parametrize(
     ("fault", "module", "check_ids", "fx_opts", "opts"),
     GROUPS,
-    ids=[_test_id(f, m, o) for f, m, _, _, o in GROUPS],
+    ids=[fault_test_id(f, m, o) for f, m, _, _, o in GROUPS],
 )
 async def test_fault_is_reported_by_its_check(
     fault: str, module: str, check_ids: list[str], fx_opts: dict[str, Any], opts: dict[str, Any]
 ) -> None:
     with fixture_receiver([fault], **fx_opts) as fx:
         report = await run_rx(fx, only=[module], **opts)
-    assert [m.name for m in report.modules] == [module]
-    missing = set(check_ids) - failed_ids(report)
-    assert not missing, f"{fault} should fail {sorted(missing)}; failures were:\n{describe_failures(report)}"
+    assert_fault_caught(report, fault, module, check_ids)
 
 
 @pytest.mark.parametrize(("delivery", "profile"), [("push", "default"), ("poll", "caep-interop")])
@@ -171,11 +164,5 @@ async def test_corpus_straight_at_a_push_url() -> None:
 
 
 def test_every_receiver_check_is_targeted_by_a_fault() -> None:
-    from conformance.registry import MODULES
-    from conformance.runner import load_modules
-
-    load_modules()
-    declared = {c.id for m in MODULES.values() if m.side == "receiver" for c in m.checks}
-    targeted = {c for _, _, c, _, _ in FAULTS}
-    untested = declared - targeted - set(NOT_FAULT_TESTED)
+    untested = untargeted_checks("receiver", FAULTS, NOT_FAULT_TESTED)
     assert not untested, f"checks no test makes fail: {sorted(untested)}"

@@ -9,10 +9,15 @@ import pytest
 
 from conformance.registry import Outcome, Severity
 from tests.conformance.helpers import (
+    Fault,
+    assert_fault_caught,
     describe_failures,
     failed_ids,
+    fault_test_id,
     fixture_transmitter,
+    group_faults,
     run_tx,
+    untargeted_checks,
 )
 from tests.support.services import free_port
 
@@ -45,7 +50,7 @@ CAEPP = {"profile": "caep-interop"}
 CAEP_POLL = {"profile": "caep-interop", "delivery": "poll"}
 
 # (fault, module, check that must fail, kit options, fixture options)
-FAULTS: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
+FAULTS: list[Fault] = [
     # metadata
     ("metadata-content-type", META, "metadata.fetch", {}, {}),
     ("metadata-empty-array", META, "metadata.no-empty-arrays", {}, {}),
@@ -232,36 +237,20 @@ NOT_FAULT_TESTED = {
 }
 
 
-def _grouped() -> list[tuple[str, str, list[str], dict[str, Any], dict[str, Any]]]:
-    """One run per (fault, module, options); every check that fault must fail is asserted on it."""
-    groups: dict[str, tuple[str, str, list[str], dict[str, Any], dict[str, Any]]] = {}
-    for fault, module, check_id, opts, fx_opts in FAULTS:
-        key = repr((fault, module, sorted(opts.items()), sorted(fx_opts.items())))
-        groups.setdefault(key, (fault, module, [], opts, fx_opts))[2].append(check_id)
-    return list(groups.values())
-
-
-GROUPS = _grouped()
-
-
-def _test_id(fault: str, module: str, opts: dict[str, Any]) -> str:
-    short = module.removeprefix("openid-ssf-").removeprefix("kit-")
-    return f"{fault}->{short}-{opts.get('delivery', 'push')}-{opts.get('profile', 'default')}"
+GROUPS = group_faults(FAULTS)
 
 
 @pytest.mark.parametrize(
     ("fault", "module", "check_ids", "opts", "fx_opts"),
     GROUPS,
-    ids=[_test_id(f, m, o) for f, m, _, o, _ in GROUPS],
+    ids=[fault_test_id(f, m, o) for f, m, _, o, _ in GROUPS],
 )
 async def test_fault_is_reported_by_its_check(
     fault: str, module: str, check_ids: list[str], opts: dict[str, Any], fx_opts: dict[str, Any]
 ) -> None:
     with fixture_transmitter([fault], **fx_opts) as fx:
         report = await run_tx(fx, only=[module], **opts)
-    assert [m.name for m in report.modules] == [module]
-    missing = set(check_ids) - failed_ids(report)
-    assert not missing, f"{fault} should fail {sorted(missing)}; failures were:\n{describe_failures(report)}"
+    assert_fault_caught(report, fault, module, check_ids)
 
 
 # push-default and poll-caep between them run every module of the plan at least once
@@ -328,13 +317,7 @@ async def test_unreachable_peer_is_a_failure() -> None:
 
 def test_every_transmitter_check_is_targeted_by_a_fault() -> None:
     """A check that cannot fail is a defect: each is made to fail by some test."""
-    from conformance.registry import MODULES
-    from conformance.runner import load_modules
-
-    load_modules()
-    declared = {c.id for m in MODULES.values() if m.side == "transmitter" for c in m.checks}
-    targeted = {c for _, _, c, _, _ in FAULTS}
-    untested = declared - targeted - {k for k, why in NOT_FAULT_TESTED.items() if why}
+    untested = untargeted_checks("transmitter", FAULTS, [k for k, why in NOT_FAULT_TESTED.items() if why])
     assert not untested, f"checks no test makes fail: {sorted(untested)}"
 
 
