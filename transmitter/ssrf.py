@@ -35,9 +35,28 @@ _CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries: IPv4-mapped, 6to4 (2002::/16), NAT64, Teredo."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
+
+
 def _forbidden(ip: IPAddress) -> str | None:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            if reason := _forbidden(embedded):
+                return reason
     if ip in _METADATA:
         return "a cloud metadata address"
     if ip.is_loopback:

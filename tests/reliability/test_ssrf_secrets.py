@@ -46,6 +46,10 @@ FORBIDDEN = [
     "https://100.64.0.1/push",  # carrier-grade NAT
     "https://169.254.169.254/latest/meta-data",  # cloud metadata
     "https://[fd00:ec2::254]/push",
+    "https://[2002:7f00:1::]/push",  # 6to4 carrying 127.0.0.1
+    "https://[2002:a9fe:a9fe::]/push",  # 6to4 carrying the metadata address
+    "https://[64:ff9b::a00:7]/push",  # NAT64 carrying 10.0.0.7
+    "https://[64:ff9b::7f00:1]/push",  # NAT64 carrying 127.0.0.1
     "https://[fe80::1]/push",
     "https://[fc00::1]/push",
     "https://224.0.0.1/push",
