@@ -72,6 +72,9 @@ def serve(
         log_config=None,  # keep configure_logging's handler
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        # Open long polls would hold a SIGTERM up to LONG_POLL_TIMEOUT; past this they are cut
+        # (nothing is lost: un-acknowledged SETs are served again on the receiver's next poll).
+        timeout_graceful_shutdown=5,
     )
 
 
