@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from conformance.registry import ModuleRun, Severity, SkipModule, check, module
+from conformance.registry import Check, ModuleRun, Severity, SkipModule, check, module
 from conformance.tx.beyond_common import (
     KIT,
     markers,
@@ -19,6 +19,7 @@ from conformance.tx.beyond_common import (
 from conformance.tx.context import (
     STREAM_CREATE,
     TEARDOWN_DELETE,
+    Stream,
     TransmitterKit,
     json_of,
 )
@@ -116,6 +117,22 @@ DISABLED_DROPS = check("disabled.drops", "SSF 8.1.2.1", F, "events published whi
 HELD = 3
 
 
+async def _status_stream(kit: TransmitterKit, run: ModuleRun) -> Stream:
+    """Set up, require the status endpoint and create the stream a status module works on."""
+    await kit.setup(run)
+    kit.need_endpoint("status_endpoint")
+    _, stream = await kit.create_stream(run)
+    assert stream is not None
+    return stream
+
+
+async def _set_status(kit: TransmitterKit, run: ModuleRun, stream: Stream, c: Check, status: str) -> None:
+    """Status POST that must succeed (200 or 202) for the module to go on."""
+    r = await kit.set_status(stream, status)
+    verb = status.removesuffix("d")
+    run.expect(c, r.status_code in (200, 202), f"{verb}: HTTP {r.status_code}", status, stop=True)
+
+
 @module(
     "kit-transmitter-paused-stream",
     "transmitter",
@@ -135,14 +152,10 @@ HELD = 3
 )
 async def paused_stream(kit: TransmitterKit, run: ModuleRun) -> None:
     need_publish(kit)
-    await kit.setup(run)
-    kit.need_endpoint("status_endpoint")
-    _, stream = await kit.create_stream(run)
-    assert stream is not None
+    stream = await _status_stream(kit, run)
     try:
         await kit.ensure_subject(stream, kit.opts.subject)
-        r = await kit.set_status(stream, "paused")
-        run.expect(PAUSE_OK, r.status_code in (200, 202), f"pause: HTTP {r.status_code}", "paused", stop=True)
+        await _set_status(kit, run, stream, PAUSE_OK, "paused")
         prefix = f"kit-held-{uuid.uuid4().hex[:8]}-"
         sent = [f"{prefix}{i}" for i in range(HELD)]
         for m in sent:
@@ -158,10 +171,7 @@ async def paused_stream(kit: TransmitterKit, run: ModuleRun) -> None:
             f"{len(early)} event(s) delivered while paused",
             "nothing delivered",
         )
-        r = await kit.set_status(stream, "enabled")
-        run.expect(
-            PAUSE_OK, r.status_code in (200, 202), f"enable: HTTP {r.status_code}", "enabled", stop=True
-        )
+        await _set_status(kit, run, stream, PAUSE_OK, "enabled")
         recs = await kit.receive(run, stream, lambda rs: len(markers(rs, prefix)) >= HELD)
         kit.inspect(run, stream, held + recs)
         got = early + markers(recs, prefix)
@@ -196,16 +206,10 @@ async def paused_stream(kit: TransmitterKit, run: ModuleRun) -> None:
 )
 async def disabled_stream(kit: TransmitterKit, run: ModuleRun) -> None:
     need_publish(kit)
-    await kit.setup(run)
-    kit.need_endpoint("status_endpoint")
-    _, stream = await kit.create_stream(run)
-    assert stream is not None
+    stream = await _status_stream(kit, run)
     try:
         await kit.ensure_subject(stream, kit.opts.subject)
-        r = await kit.set_status(stream, "disabled")
-        run.expect(
-            DISABLE_OK, r.status_code in (200, 202), f"disable: HTTP {r.status_code}", "disabled", stop=True
-        )
+        await _set_status(kit, run, stream, DISABLE_OK, "disabled")
         prefix = f"kit-dropped-{uuid.uuid4().hex[:8]}-"
         for i in range(2):
             await publish_marked(kit, stream, f"{prefix}{i}")
@@ -266,10 +270,7 @@ INACTIVITY_ACTS = check(
     origin=KIT,
 )
 async def inactivity(kit: TransmitterKit, run: ModuleRun) -> None:
-    await kit.setup(run)
-    kit.need_endpoint("status_endpoint")
-    _, stream = await kit.create_stream(run)
-    assert stream is not None
+    stream = await _status_stream(kit, run)
     try:
         timeout = stream.config.get("inactivity_timeout")
         if not isinstance(timeout, int | float) or timeout <= 0:
