@@ -209,7 +209,7 @@ def build_router(tx: Transmitter) -> APIRouter:
                 return sets, more
             again = PollRequest(maxEvents=req.max_events, returnImmediately=True)
             deadline = time.monotonic() + s.long_poll_timeout
-            while (left := deadline - time.monotonic()) > 0:
+            while not tx.notifier.closing and (left := deadline - time.monotonic()) > 0:
                 try:
                     await asyncio.wait_for(waiter.wait(), min(left, s.worker_poll_interval))
                 except TimeoutError:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import typer
+import uvicorn
 
 from ssf.errors import SSFError
 
 if TYPE_CHECKING:
+    from transmitter.notify import Notifier
     from transmitter.service import Transmitter
 
 app = typer.Typer(help="SSF transmitter commands.", no_args_is_help=True)
@@ -46,7 +49,6 @@ def serve(
     log_level: str = typer.Option("info", envvar="SSF_LOG_LEVEL", help="debug, info, warning, error."),
 ) -> None:
     """Run the transmitter (uvicorn, uvloop, httptools, no access log; TLS >= 1.2 with a cert)."""
-    import uvicorn
 
     from ssf.logs import configure_logging
     from transmitter.app import create_app
@@ -63,7 +65,7 @@ def serve(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=host,
         port=port,
@@ -72,10 +74,23 @@ def serve(
         log_config=None,  # keep configure_logging's handler
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
-        # Open long polls would hold a SIGTERM up to LONG_POLL_TIMEOUT; past this they are cut
-        # (nothing is lost: un-acknowledged SETs are served again on the receiver's next poll).
+        # A backstop: open long polls are answered at once on shutdown (_StoppingServer);
+        # anything still running after this is cut, and un-acknowledged SETs are served again.
         timeout_graceful_shutdown=5,
     )
+    _StoppingServer(config, application.state.transmitter.notifier).run()
+
+
+class _StoppingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT, open long polls answer (empty) at once instead of holding the stop."""
+
+    def __init__(self, config: uvicorn.Config, notifier: Notifier) -> None:
+        super().__init__(config)
+        self._notifier = notifier
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._notifier.close()
+        super().handle_exit(sig, frame)
 
 
 @client_app.command("add")

@@ -19,6 +19,8 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._listeners: list[Callable[[frozenset[str]], None]] = []
+        #: Set when the server is stopping: long polls answer at once instead of waiting on.
+        self.closing = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -43,6 +45,11 @@ class Notifier:
                 self._loop.call_soon_threadsafe(self._fire, ids)
             except RuntimeError:  # loop closed during shutdown
                 pass
+
+    def close(self) -> None:
+        """The server is stopping: wake every waiter so open long polls answer now."""
+        self.closing = True
+        self.notify(["*"])
 
     def _fire(self, ids: frozenset[str]) -> None:
         if "*" in ids:  # "some streams": wake every waiter
