@@ -46,7 +46,6 @@ from ssf.errors import (
     InvalidRequest,
     InvalidSubject,
     KeyMaterialError,
-    SETError,
     SETTooLarge,
 )
 from ssf.events.base import Event
@@ -524,6 +523,3 @@ def _looks_like_public_key(secret: bytes) -> bool:
     head = secret.lstrip()[:16]
     return any(head.startswith(m) for m in _PUBLIC_KEY_MARKERS) or b'"kty"' in secret
 
-
-# Re-exported so callers catch one family.
-SETErrorType = SETError

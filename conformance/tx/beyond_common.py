@@ -3,7 +3,6 @@ item 16 and the checklist rows the suite leaves out)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from conformance.registry import Severity, SkipModule
@@ -18,7 +17,6 @@ from ssf import uris
 F, W, INFO = Severity.FAILURE, Severity.WARNING, Severity.INFO
 KIT = "kit"
 SESSION_REVOKED = uris.CAEP_BASE + "session-revoked"
-UNRESERVED = re.compile(r"^[A-Za-z0-9._~-]+$")
 
 
 def marker_of(rec: Received) -> str | None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from typing import Any
@@ -27,7 +26,6 @@ from conformance.tx.suite_streams import PREAMBLE
 from conformance.tx.suite_verification import TRIGGER, has_state
 
 F, W, INFO = Severity.FAILURE, Severity.WARNING, Severity.INFO
-UNRESERVED = re.compile(r"^[A-Za-z0-9._~-]+$")
 
 
 # ---- min_verification_interval and 429 ----------------------------------------------------------

@@ -4,7 +4,6 @@ inactivity timeout (SSF 8.1.1, 8.1.2, 8.1.5)."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from typing import Any
@@ -28,7 +27,6 @@ from conformance.tx.suite_streams import PREAMBLE
 from ssf import uris
 
 F, W, INFO = Severity.FAILURE, Severity.WARNING, Severity.INFO
-UNRESERVED = re.compile(r"^[A-Za-z0-9._~-]+$")
 
 
 # ---- stream-updated on transmitter-initiated changes ---------------------------------------

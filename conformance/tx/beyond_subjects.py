@@ -4,7 +4,6 @@ delivered type (SSF 3.6, 8.1.3, CAEP, RISC)."""
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from typing import Any
 
@@ -27,7 +26,6 @@ from conformance.tx.suite_verification import event_payload
 from ssf import uris
 
 F, W, INFO = Severity.FAILURE, Severity.WARNING, Severity.INFO
-UNRESERVED = re.compile(r"^[A-Za-z0-9._~-]+$")
 
 
 # ---- subjects and complex-subject matching --------------------------------------------------
