@@ -12,7 +12,8 @@ outbox by this process (published events, verification and stream-updated notice
 attempts that did not deliver (``reason="rejected"``: the receiver refused the SET, push 400 or
 poll ``setErrs``; ``reason="error"``: transport error, timeout or another status, retried);
 ``..._retried_total`` retries scheduled. The backlog gauges are read from the database at
-scrape time, so they are exact across instances.
+scrape time, so they are exact across instances; ``ssf_transmitter_database_up`` is 0 when
+that read failed (the database is away: the backlog gauges are absent from that scrape).
 
 Every push attempt and every poll acknowledgement or refusal logs one line (``poll served``
 lines at debug level) on the ``transmitter.delivery`` logger with ``stream_id``, ``jti``,
@@ -72,7 +73,8 @@ def _event_type(claims: Mapping[str, Any]) -> str | None:
 
 
 class _Backlog(Collector):
-    """Backlog per stream, its oldest undelivered SET's age, and streams by status."""
+    """Backlog per stream, its oldest undelivered SET's age, streams by status, and whether
+    the database answered (``ssf_transmitter_database_up``)."""
 
     def __init__(self, tx: Transmitter) -> None:
         self.tx = tx
@@ -88,6 +90,9 @@ class _Backlog(Collector):
         )
         streams = GaugeMetricFamily("ssf_transmitter_streams", "Streams by status", labels=["status"])
         now = time.time()
+        up = GaugeMetricFamily(
+            "ssf_transmitter_database_up", "1 when the database answered this scrape's query, else 0"
+        )
         try:
             with begin(self.tx.engine) as conn:
                 rows = conn.execute(
@@ -98,16 +103,20 @@ class _Backlog(Collector):
                 by_status = conn.execute(
                     select(stream_t.c.status, func.count()).group_by(stream_t.c.status)
                 ).all()
-        except Exception:  # a scrape must not fail because the database is down: readyz says so
-            return
-        for sid, count, oldest in rows:
-            backlog.add_metric([sid], int(count))
-            age.add_metric([sid], max(0.0, now - float(oldest or now)))
-        for status in ("enabled", "paused", "disabled"):
-            streams.add_metric([status], next((int(n) for s, n in by_status if s == status), 0))
-        yield backlog
-        yield age
-        yield streams
+        except Exception:  # a scrape must not fail because the database is down: it says so
+            up.add_metric([], 0)
+            yield up
+        else:
+            up.add_metric([], 1)
+            yield up
+            for sid, count, oldest in rows:
+                backlog.add_metric([sid], int(count))
+                age.add_metric([sid], max(0.0, now - float(oldest or now)))
+            for status in ("enabled", "paused", "disabled"):
+                streams.add_metric([status], next((int(n) for s, n in by_status if s == status), 0))
+            yield backlog
+            yield age
+            yield streams
         dropped = CounterMetricFamily(
             "ssf_log_records_dropped", "Log records dropped because stderr was not read fast enough"
         )
