@@ -24,7 +24,8 @@ lint: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-# Long-form fault runs (10,000 events with kill -9; restarts the local PostgreSQL).
+# Long-form fault runs (10,000 events with kill -9; private PostgreSQL and Redis restarted
+# repeatedly: the shared servers are never touched).
 chaos: $(STAMP)
 	SSF_CHAOS=1 $(BIN)/pytest -n 2 tests/reliability $(PYTEST_ARGS)
 

@@ -1,6 +1,20 @@
-"""Receiver instances sharing Redis: refusal everywhere, start from shared state, and Redis
-going away (a proxy we cut, not the shared server): local enforcement, degraded health and
-metrics, then recovery by itself with nothing lost."""
+"""Receiver instances sharing Redis: refusal everywhere, start from shared state, and a real
+Redis (a private ``redis-server``, never the shared one) stopped and started under them.
+
+Documented behaviour (receiver/README.md, "Several instances"), checked here:
+
+- while Redis is down every instance keeps enforcing what it knows from memory, says
+  ``degraded`` in ``/health``, ``ssf_receiver_store_up 0`` in ``/metrics`` and 503 in
+  ``/readyz``; a SET pushed to an instance is applied there at once but answered 503
+  (not durable: the transmitter retries); the other instances learn of it only after
+- Redis is back: each instance re-subscribes and re-reads the shared keys by itself, the
+  pending change is written and fanned out, events applied afterwards reach every instance,
+  and the transmitter's retry is answered 202.
+- Redis without persistence comes back empty: instances that were running keep everything
+  in memory, and what was stored or fanned out after the restart is shared; a new instance
+  starts from what Redis holds, so facts stored only before the restart are not in it
+  (run Redis with persistence in production).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +23,17 @@ import contextlib
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from receiver.redis_store import RedisStore
 from ssf.events import SessionRevoked
 from ssf.subjects import Subject
 from tests.receiver.conftest import Running, run_receiver
 from tests.receiver.fake import FakeTransmitter
-from tests.reliability.support import TcpProxy, wait_until
+from tests.reliability.support import CHAOS, wait_until
+from tests.support.private_services import RedisServer, redis_server
 from tests.support.services import free_port, require_redis, serve
 
 
@@ -27,8 +45,19 @@ def fake_transmitter() -> Iterator[FakeTransmitter]:
         yield fake
 
 
-def _health(r: Running) -> dict[str, object]:
+def _health(r: Running) -> dict[str, Any]:
     return dict(r.http.get("/health").json())
+
+
+def _degraded(r: Running) -> bool:
+    return bool(_health(r)["degraded"])
+
+
+def _metric(r: Running, name: str) -> float:
+    for line in r.http.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
 
 
 def test_shared_redis_refuses_on_every_instance_and_a_new_instance_starts_from_it(tmp_path: Path) -> None:
@@ -58,52 +87,98 @@ def test_shared_redis_refuses_on_every_instance_and_a_new_instance_starts_from_i
         asyncio.run(RedisStore(url, namespace=ns).clear())
 
 
-def test_redis_down_keeps_enforcing_locally_says_so_and_recovers(tmp_path: Path) -> None:
-    url = require_redis()
-    ns = "rel-" + secrets.token_hex(4)
-    with TcpProxy(6379) as proxy, fake_transmitter() as fake:
-        common = {
-            "redis_url": f"redis://127.0.0.1:{proxy.port}/0",
-            "redis_namespace": ns,
-            "verify_on_start": False,
-            "store_retry_interval": 0.2,
-        }
-        try:
-            with (
-                run_receiver(fake, tmp_path / "a", **common) as a,
-                run_receiver(fake, tmp_path / "b", **common) as b,
-            ):
-                token = fake.mint("dora", sid="rd-1")
-                assert a.whoami(token).status_code == 200 and b.whoami(token).status_code == 200
-                assert _health(a)["degraded"] is False
-                proxy.set_mode("down")
-                wait_until(lambda: _health(a)["degraded"] is True, what="a reports degraded")
-                metrics = a.http.get("/metrics").text
-                assert "ssf_receiver_store_up 0" in metrics
-                revoke = fake.sign(Subject.opaque("rd-1"), SessionRevoked())
-                r = a.push(revoke)
-                # not stored: the transmitter must retry; but enforced here at once
-                assert r.status_code == 503 and r.json()["err"] == "temporarily_unavailable"
-                assert a.whoami(token).status_code == 401
-                health = _health(a)
-                assert health["store"]["unsynced_mutations"] >= 1  # type: ignore[index]
-                proxy.set_mode("pass")
-                # recovers by itself: the change is stored and reaches the other instance
-                wait_until(lambda: _health(a)["degraded"] is False, what="a recovered")
+def _outage_and_recovery(
+    redis: RedisServer, fake: FakeTransmitter, tmp: Path, *, how: str, rounds: int = 1
+) -> None:
+    """Two instances on ``redis``; ``rounds`` times: Redis stopped (``how``), a revocation
+    pushed to one instance during the outage, Redis started again, the documented
+    degradation and recovery checked on both instances."""
+    common = {
+        "redis_url": redis.url,
+        "redis_namespace": "rel-" + secrets.token_hex(4),
+        "verify_on_start": False,
+        "store_retry_interval": 0.2,
+    }
+    with (
+        run_receiver(fake, tmp / "a", **common) as a,
+        run_receiver(fake, tmp / "b", **common) as b,
+    ):
+        # before: a revocation applied on a reaches b through Redis
+        before = fake.mint("ann", sid="rr-before")
+        assert a.push(fake.sign(Subject.opaque("rr-before"), SessionRevoked())).status_code == 202
+        b.wait(lambda: b.whoami(before).status_code == 401, "fan-out before the outage")
+        for r in (a, b):
+            assert not _degraded(r) and _metric(r, "ssf_receiver_store_up") == 1
+        survivors = [before]
+        for n in range(rounds):
+            sid = f"rr-during-{n}"
+            during, after = fake.mint("bob", sid=sid), fake.mint("cyd", sid=f"rr-after-{n}")
+            resyncs = [r.receiver.store.resyncs for r in (a, b)]  # type: ignore[attr-defined]
+            for t in (during, after):
+                assert a.whoami(t).status_code == 200 and b.whoami(t).status_code == 200
+
+            redis.stop(how)
+            for r in (a, b):  # both notice by themselves (the subscription drops)
+                wait_until(lambda r=r: _degraded(r), timeout=10, what="degraded reported")
+                assert _metric(r, "ssf_receiver_store_up") == 0
+                health = _health(r)
+                assert health["store"]["available"] is False and health["store"]["error"]
+                ready = r.http.get("/readyz")
+                assert ready.status_code == 503 and "unavailable" in ready.json()["checks"]["store"]
+                for t in survivors:  # enforcing from memory
+                    assert r.whoami(t).status_code == 401
+            revoke = fake.sign(Subject.opaque(sid), SessionRevoked())
+            r = a.push(revoke)
+            # not stored, so the transmitter must retry; but enforced on this instance at once
+            assert r.status_code == 503 and r.json()["err"] == "temporarily_unavailable", r.text
+            assert a.whoami(during).status_code == 401
+            assert _metric(a, "ssf_receiver_store_unsynced_mutations") >= 1
+            assert _health(a)["store"]["unsynced_mutations"] >= 1
+            # b has no way to learn of it while Redis is away
+            assert b.whoami(during).status_code == 200
+            assert a.whoami(fake.mint("dan", sid="rr-untouched")).status_code == 200
+
+            redis.start()  # same port; without persistence it comes back empty
+            for i, r in enumerate((a, b)):
+                wait_until(lambda r=r: not _degraded(r), timeout=15, what="recovered by itself")
                 wait_until(
-                    lambda: _health(a)["store"]["unsynced_mutations"] == 0,  # type: ignore[index]
-                    what="a stored its pending change",
+                    lambda r=r, before=resyncs[i]: r.receiver.store.resyncs > before,  # type: ignore[attr-defined]
+                    timeout=10,
+                    what="re-subscribed and re-read the shared keys",
                 )
-                b.wait(lambda: b.whoami(token).status_code == 401, "b refuses after recovery")
-                assert "ssf_receiver_store_up 1" in a.http.get("/metrics").text
-                # the transmitter's retry of the same SET is answered 202 and changes nothing
-                accepted = a.receiver.stats["accepted"]
-                assert a.push(revoke).status_code == 202
-                assert a.receiver.stats["accepted"] == accepted + 1  # stored now (it was not before)
-                assert a.push(revoke).status_code == 202
-                assert a.receiver.stats["duplicate"] >= 1
-            # a fresh instance sees it in the shared keys
-            with run_receiver(fake, tmp_path / "c", **common) as c:
-                assert c.whoami(token).status_code == 401
-        finally:
-            asyncio.run(RedisStore(url, namespace=ns).clear())
+                assert r.http.get("/readyz").status_code == 200
+            wait_until(
+                lambda: _metric(a, "ssf_receiver_store_unsynced_mutations") == 0, what="pending stored"
+            )
+            assert _metric(a, "ssf_receiver_store_up") == 1 and _metric(b, "ssf_receiver_store_up") == 1
+            # the change made during the outage reaches the other instance
+            b.wait(lambda t=during: b.whoami(t).status_code == 401, "outage change reaches b")
+            # pub/sub works again in both directions: an event applied on b after the restart
+            assert b.push(fake.sign(Subject.opaque(f"rr-after-{n}"), SessionRevoked())).status_code == 202
+            a.wait(lambda t=after: a.whoami(t).status_code == 401, "post-restart change reaches a")
+            # the transmitter's retry of the SET answered 503 is accepted now and changes nothing
+            assert a.push(revoke).status_code == 202
+            assert a.push(revoke).status_code == 202  # and a re-send is a duplicate
+            assert a.receiver.stats["duplicate"] >= 1
+            survivors += [during, after]
+            for r in (a, b):  # running instances lost nothing
+                for t in survivors:
+                    assert r.whoami(t).status_code == 401
+    # a new instance starts from what Redis holds now: what was written since the last
+    # restart (Redis without persistence lost what it held before it)
+    with run_receiver(fake, tmp / "c", **common) as c:
+        for t in survivors[-2:]:
+            assert c.whoami(t).status_code == 401
+        assert c.whoami(fake.mint("eve", sid="rr-untouched")).status_code == 200
+
+
+def test_redis_stopped_and_started_receivers_enforce_locally_say_so_and_recover(tmp_path: Path) -> None:
+    with redis_server(tmp_path / "redis") as redis, fake_transmitter() as fake:
+        _outage_and_recovery(redis, fake, tmp_path, how="term")
+
+
+@pytest.mark.skipif(not CHAOS, reason="long form: set SSF_CHAOS=1 (make chaos)")
+@pytest.mark.parametrize("how", ["term", "nosave", "kill"])
+def test_redis_restarted_repeatedly(tmp_path: Path, how: str) -> None:
+    with redis_server(tmp_path / "redis") as redis, fake_transmitter() as fake:
+        _outage_and_recovery(redis, fake, tmp_path, how=how, rounds=5)
