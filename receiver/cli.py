@@ -166,6 +166,27 @@ async def _stored_record(settings: ReceiverSettings, issuer: str) -> dict[str, A
     return record if isinstance(record, dict) else {}
 
 
+def _stored_credential(settings: ReceiverSettings, record: dict[str, Any]) -> str | None:
+    """The receiver's generated push credential, decrypted with its secret (a PUT must send it)."""
+    from receiver.credential import PushCredential, make_box
+
+    own = record.get("_receiver")
+    if own is None:
+        return None
+    try:
+        box = make_box(settings, create=False)
+    except (OSError, ValueError) as exc:
+        raise _CLIError(f"cannot read the receiver's secret: {exc}") from None
+    cred, _ = PushCredential.from_record(own, box)
+    if cred is not None and cred.value is None:
+        raise _CLIError(
+            "the stored push credential cannot be decrypted with this receiver's secret: run the "
+            "command with the receiver's SSF_RECEIVER_SECRET_KEY or _SECRET_FILE, or set "
+            "SSF_RECEIVER_PUSH_AUTHORIZATION"
+        )
+    return cred.value if cred is not None else None
+
+
 def _run_streams(action: Callable[[_Session], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """Discover the transmitter, authorize, run ``action``; failures exit 1 with one line."""
     import httpx
@@ -333,11 +354,12 @@ def streams_replace(
     async def action(s: _Session) -> dict[str, Any]:
         sid = s.stream_id(stream_id)
         st = s.settings
-        own = s.record.get("_receiver")
         push_auth = (
             st.push_authorization.get_secret_value()
             if st.push_authorization is not None
-            else (own.get("push_authorization") if isinstance(own, dict) else None)
+            else _stored_credential(st, s.record)
+            if st.delivery == "push"
+            else None
         )
         body = desired_config(
             events=_split_events(events) or list(st.events),

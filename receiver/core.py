@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import random
 import secrets
 import time
@@ -25,13 +26,14 @@ from typing import Any
 import httpx
 
 from receiver.client import ClientCredentials, StaticToken, TokenProvider, TransmitterClient, TransmitterError
+from receiver.credential import KEY_ID, CredentialBox, PushCredential, make_box
 from receiver.discovery import DiscoveryError, discover, discover_token_endpoint
 from receiver.effects import mutations_for
 from receiver.jwks import JWKSCache, JWKSError
-from receiver.reconcile import desired_config, reconcile
+from receiver.reconcile import desired_config, needs_update, reconcile
 from receiver.settings import ReceiverSettings
 from receiver.state import Mutation, RevocationState, row_key
-from receiver.store import JtiTracker, StateStore, WriteBatch, make_store
+from receiver.store import JtiTracker, MemoryStore, StateStore, WriteBatch, make_store
 from receiver.tokens import (
     AccessTokenValidator,
     CompositeValidator,
@@ -54,6 +56,17 @@ MAX_PENDING_STATES = 64
 _MAX_UNSYNCED = 100_000
 #: Our own member in the stored stream record (never sent to the transmitter).
 _OWN = "_receiver"
+#: Least seconds between two re-reads of the stored push credential caused by a refused push.
+CREDENTIAL_REREAD_INTERVAL = 1.0
+
+
+def _without_header(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The stream record to store: never a push ``authorization_header`` a transmitter echoed."""
+    out = dict(record)
+    delivery = out.get("delivery")
+    if isinstance(delivery, dict) and "authorization_header" in delivery:
+        out["delivery"] = {k: v for k, v in delivery.items() if k != "authorization_header"}
+    return out
 
 
 class NotReady(Exception):
@@ -93,11 +106,19 @@ class Receiver:
         self.stream_id: str | None = s.stream_id
         self.stream_status: str | None = None
         self.token_validator: AccessTokenValidator | None = None
-        auth = s.push_authorization.get_secret_value() if s.push_authorization else None
-        if auth is None and s.delivery == "push" and not s.out_of_band:
-            auth = "Bearer " + secrets.token_urlsafe(32)
-        self.push_authorization: str | None = auth
-        self._push_auth_bytes = auth.encode() if auth else None
+        configured = s.push_authorization.get_secret_value() if s.push_authorization else None
+        #: The receiver makes its own push credential (and keeps it in the stored stream record).
+        self.generates_credential = configured is None and s.delivery == "push" and not s.out_of_band
+        #: What pushes must carry in ``Authorization``; None: nothing is asked of them.
+        self.push_credential: PushCredential | None = (
+            PushCredential.of(configured)
+            if configured is not None
+            else PushCredential.generate()
+            if self.generates_credential
+            else None
+        )
+        self._credential_box: CredentialBox | None = None
+        self._credential_reread = -math.inf
         self._states: dict[str, float] = {}
         self.verified_states: dict[str, float] = {}
         self.unsolicited_verifications = 0
@@ -110,6 +131,11 @@ class Receiver:
         self._stop = asyncio.Event()
         self._opened = False
         self.poller: Any = None
+
+    @property
+    def push_authorization(self) -> str | None:
+        """The push credential's value, when this instance knows it (it may hold the digest only)."""
+        return self.push_credential.value if self.push_credential is not None else None
 
     # --- lifecycle ------------------------------------------------------------------
     @asynccontextmanager
@@ -244,16 +270,15 @@ class Receiver:
         self.jwks = JWKSCache(meta.jwks_uri, self.http, min_interval=s.jwks_min_refresh_interval)
         keys = await self.jwks.load()
         saved = await self.store.load_stream(meta.issuer) or {}
-        remembered = (
-            saved.get(_OWN, {}).get("push_authorization") if isinstance(saved.get(_OWN), dict) else None
-        )
-        if s.push_authorization is None and isinstance(remembered, str) and self.push_authorization:
-            # Reuse the generated push credential: a restart (or another instance sharing the
-            # store) keeps the one the transmitter already sends.
-            self.push_authorization = remembered
-            self._push_auth_bytes = remembered.encode()
+        if self.generates_credential:
+            if self._credential_box is None:
+                self._credential_box = await self._load_credential_box()
+            await self._restore_credential(meta.issuer, saved)
         if not s.out_of_band:
             self.client = TransmitterClient(meta, self.http, await self._token_provider(meta))
+            known = s.stream_id or saved.get("stream_id")
+            if self.generates_credential:
+                await self._settle_credential(known if isinstance(known, str) else None)
             desired = desired_config(
                 events=s.events,
                 delivery=s.delivery,
@@ -261,12 +286,11 @@ class Receiver:
                 push_authorization=self.push_authorization,
                 description=s.description,
             )
-            known = s.stream_id or saved.get("stream_id")
             self.stream = await reconcile(self.client, desired, stream_id=known)
             self.stream_id = self.stream.stream_id
-            record = self.stream.to_json()
-            if s.push_authorization is None and self.push_authorization:
-                record[_OWN] = {"push_authorization": self.push_authorization}
+            record = _without_header(self.stream.to_json())
+            if self.generates_credential:
+                record[_OWN] = self._own_record(saved.get(_OWN))
             await self.store.save_stream(meta.issuer, record)
         audience = s.audience
         if audience is None and self.stream is not None:
@@ -302,6 +326,100 @@ class Receiver:
                 self.http, endpoint, s.client_id, s.client_secret.get_secret_value(), s.scope
             )
         raise TransmitterError("set SSF_RECEIVER_STATIC_TOKEN or SSF_RECEIVER_CLIENT_ID/_SECRET")
+
+    # --- the push credential (secrets at rest: receiver/credential.py) -----------------
+    async def _load_credential_box(self) -> CredentialBox:
+        s = self.settings
+        if s.secret_key is None and isinstance(self.store, MemoryStore):
+            # Nothing stored outlives the process: a key that does not either is enough.
+            return CredentialBox(secrets.token_bytes(32))
+        box = await asyncio.to_thread(make_box, s, create=True)
+        assert box is not None
+        return box
+
+    async def _restore_credential(self, issuer: str, saved: dict[str, Any]) -> None:
+        """Take the stored credential (a restart, or another instance sharing the store, keeps
+        the one the transmitter already sends); rewrite a record that held it in clear."""
+        box = self._credential_box
+        own = saved.get(_OWN)
+        cred, in_clear = PushCredential.from_record(own, box)
+        if cred is None:
+            return  # first start: keep the one generated
+        self.push_credential = cred
+        if cred.value is None and isinstance(own, dict):
+            log.warning(
+                "the stored push credential was encrypted with key %s, this instance's is %s: "
+                "instances sharing a store must share SSF_RECEIVER_SECRET_KEY or _SECRET_FILE; "
+                "pushes are still checked against its digest",
+                own.get(KEY_ID),
+                box.key_id if box else None,
+            )
+        if in_clear and box is not None:
+            record = _without_header(saved)
+            record[_OWN] = cred.to_record(box)
+            await self.store.save_stream(issuer, record)
+            log.info("the stored push credential is now encrypted (it was stored in clear)")
+
+    async def _settle_credential(self, stream_id: str | None) -> None:
+        """Holding only the digest (another key encrypted the value): keep it unless the
+        transmitter must be sent the credential again; then replace it."""
+        cred = self.push_credential
+        if cred is None or cred.value is not None:
+            return
+        assert self.client is not None
+        s = self.settings
+        cfg = await self.client.read(stream_id) if stream_id else None
+        if cfg is not None:
+            echoed = cfg.delivery.authorization_header
+            if echoed is not None and cred.matches(echoed.encode()):
+                cred.value = echoed  # the transmitter shows it: nothing to replace
+                return
+            same = desired_config(
+                events=s.events,
+                delivery=s.delivery,
+                push_url=s.push_url,
+                push_authorization=None,
+                description=s.description,
+            )
+            if echoed is None and not needs_update(cfg, same):
+                return  # hidden there, and nothing else to change: pushes are checked by digest
+        log.warning(
+            "replacing the push credential: it must be sent to the transmitter and this instance "
+            "cannot decrypt the stored one (set the same SSF_RECEIVER_SECRET_KEY on every instance)"
+        )
+        self.push_credential = PushCredential.generate()
+
+    def _own_record(self, saved_own: object) -> dict[str, Any]:
+        """Our member of the stored record: kept as stored while the credential is unchanged."""
+        cred = self.push_credential
+        assert cred is not None
+        stored, in_clear = PushCredential.from_record(saved_own, None)
+        if isinstance(saved_own, dict) and stored is not None and not in_clear:
+            if hmac.compare_digest(stored.digest, cred.digest):
+                return saved_own
+        assert self._credential_box is not None
+        return cred.to_record(self._credential_box)
+
+    async def recheck_push_credential(self, got: bytes) -> bool:
+        """A push the credential refused: another instance sharing the store may have replaced
+        it. Re-read the stored one (at most once per ``CREDENTIAL_REREAD_INTERVAL``, so wrong
+        credentials cannot make the receiver hammer its store) and check again."""
+        if not self.generates_credential or self.metadata is None or self.push_credential is None:
+            return False
+        now = time.monotonic()
+        if now - self._credential_reread < CREDENTIAL_REREAD_INTERVAL:
+            return False
+        self._credential_reread = now
+        try:
+            saved = await self.store.load_stream(self.metadata.issuer)
+        except Exception:
+            return False
+        cred, _ = PushCredential.from_record((saved or {}).get(_OWN), self._credential_box)
+        if cred is None or hmac.compare_digest(cred.digest, self.push_credential.digest):
+            return False
+        self.push_credential = cred
+        log.info("took the push credential another instance sharing the store stored")
+        return cred.matches(got)
 
     async def _after_start(self) -> None:
         s = self.settings

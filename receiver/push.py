@@ -8,7 +8,6 @@ and ``Content-Language: en``. Nothing here raises to the server: storage failure
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -71,7 +70,7 @@ class PushEndpoint:
                 send, 405, {"err": "invalid_request", "description": "use POST"}, [(b"allow", b"POST")]
             )
             return
-        expected = self.receiver._push_auth_bytes
+        credential = self.receiver.push_credential
         got = b""
         length = None
         ctype = b""
@@ -83,7 +82,7 @@ class PushEndpoint:
             elif name == b"content-type":
                 ctype = value
         client = (scope.get("client") or ("?", 0))[0]
-        if expected is not None and self._blocked(client):
+        if credential is not None and self._blocked(client):
             await _send(
                 send,
                 429,
@@ -91,7 +90,11 @@ class PushEndpoint:
                 [(b"retry-after", str(max(1, int(self.failure_window))).encode())],
             )
             return
-        if expected is not None and not hmac.compare_digest(got, expected):
+        if (
+            credential is not None
+            and not credential.matches(got)
+            and not await self.receiver.recheck_push_credential(got)
+        ):
             self._failed(client)
             await _send(
                 send,

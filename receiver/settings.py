@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -46,6 +47,11 @@ class ReceiverSettings(BaseSettings):
     push_url: str | None = None
     #: The Authorization value the transmitter must send on pushes; random when unset.
     push_authorization: SecretStr | None = None
+    #: Encrypts a generated push credential in the store (instances sharing a store share it).
+    secret_key: SecretStr | None = None
+    #: Where a generated secret is kept when ``secret_key`` is unset; default: beside a
+    #: SQLite database file (``<file>.secret``), else ``ssf-receiver.secret``.
+    secret_file: Path | None = None
     events: list[str] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
     description: str | None = "ssf-stack receiver"
     #: Expected SET ``aud``; when unset, the stream's ``aud`` once known.

@@ -43,6 +43,7 @@ def receiver_settings(fake: FakeTransmitter, tmp_path: Path, port: int, **kw: An
         "client_secret": CLIENT_SECRET,
         "push_url": f"http://127.0.0.1:{port}/ssf/push",
         "database_url": f"sqlite:///{tmp_path}/receiver.db",
+        "secret_file": tmp_path / "receiver.secret",
         "token_issuer": fake.base + "/as",
         "token_jwks_url": fake.base + "/as/jwks",
         "token_audience": AUDIENCE,
