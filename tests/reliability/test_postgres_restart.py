@@ -43,6 +43,7 @@ class Publisher:
 
     cluster: TxCluster
     stream: str
+    prefix: str = "pg"
     subjects: int = 3
     accepted: set[str] = field(default_factory=set)
     codes: Counter[int] = field(default_factory=Counter)
@@ -55,7 +56,7 @@ class Publisher:
         k = 0
         with httpx.Client(timeout=10) as http:
             while not self.stop.is_set():
-                subject = f"pg{k % self.subjects}@example.com"
+                subject = f"{self.prefix}{k % self.subjects}@example.com"
                 sent = time.monotonic()
                 try:
                     r = self.cluster.publish(
@@ -112,7 +113,10 @@ def _database_up(cluster: TxCluster, i: int) -> float:
     raise AssertionError("ssf_transmitter_database_up not in /metrics")
 
 
-def _restart_run(pg: PgCluster, tmp: Path, *, restarts: int, stops: int, stop_seconds: float) -> FaultFigures:
+def _restart_run(
+    pg: PgCluster, tmp: Path, *, restarts: int, stops: int, stop_seconds: float, publishers: int = 1
+) -> FaultFigures:
+    """``publishers`` threads publish throughout; the first one's answers time the faults."""
     cluster = TxCluster(pg.url, None, tmp, 2)
     cluster.prepare()
     try:
@@ -120,9 +124,11 @@ def _restart_run(pg: PgCluster, tmp: Path, *, restarts: int, stops: int, stop_se
         with recording_receiver(cluster.issuer, cluster.audience) as rec, httpx.Client(timeout=10) as http:
             rec.set_keys(cluster.jwks())
             sid = cluster.create_push_stream(http, f"{rec.url}/push/pg")
-            pub = Publisher(cluster, sid)
-            thread = threading.Thread(target=pub.run)
-            thread.start()
+            pubs = [Publisher(cluster, sid, prefix=f"pg{p}-") for p in range(publishers)]
+            pub = pubs[0]
+            threads = [threading.Thread(target=p.run) for p in pubs]
+            for t in threads:
+                t.start()
             try:
                 wait_until(lambda: len(pub.accepted) >= 5, what="publishing before the fault")
                 wait_until(lambda: _listening(pg) >= cluster.n, what="every instance listening")
@@ -130,25 +136,30 @@ def _restart_run(pg: PgCluster, tmp: Path, *, restarts: int, stops: int, stop_se
                     pg, cluster, pub, rec, restarts=restarts, stops=stops, stop_seconds=stop_seconds
                 )
             finally:
-                pub.stop.set()
-                thread.join(30)
-            assert not pub.bad, pub.bad[:5]
-            assert set(pub.codes) <= {202, 503}, pub.codes
+                for p in pubs:
+                    p.stop.set()
+                for t in threads:
+                    t.join(30)
+            codes = sum((p.codes for p in pubs), Counter[int]())
+            accepted = set().union(*(p.accepted for p in pubs))
+            bad = [b for p in pubs for b in p.bad]
+            assert not bad, bad[:5]
+            assert set(codes) <= {202, 503}, codes
             assert cluster.alive() == [0, 1]  # recovered by themselves, nobody restarted them
-            wait_until(lambda: pub.accepted <= rec.jtis(), timeout=60, what="every accepted SET delivered")
+            wait_until(lambda: accepted <= rec.jtis(), timeout=60, what="every accepted SET delivered")
             assert rec.duplicates_applied() == 0
             assert rec.order_violations() == 0
-            assert len(pub.accepted) >= 20, pub.codes
+            assert len(accepted) >= 20, codes
             figures = FaultFigures(
                 name=f"postgres restart x{restarts} stop x{stops}",
-                published=len(pub.accepted),
+                published=len(accepted),
                 delivered=sum(1 for a in rec.answers if a[2] == 202),
-                applied=len(rec.jtis() & pub.accepted),
-                lost=len(pub.accepted - rec.jtis()),
+                applied=len(rec.jtis() & accepted),
+                lost=len(accepted - rec.jtis()),
                 duplicates_applied=rec.duplicates_applied(),
                 order_violations=rec.order_violations(),
                 overlapping_pushes=rec.overlaps,
-                faults=pub.codes[503],
+                faults=codes[503],
                 recover_seconds=recover,
                 fault_label="publishes_answered_503",
             )
@@ -218,4 +229,5 @@ def test_postgresql_restarted_and_stopped_under_two_instances(tmp_path: Path) ->
 @pytest.mark.timeout(900)
 def test_postgresql_restarted_and_stopped_repeatedly(tmp_path: Path) -> None:
     with pg_cluster() as pg:
-        _restart_run(pg, tmp_path, restarts=5, stops=3, stop_seconds=5)
+        figures = _restart_run(pg, tmp_path, restarts=5, stops=3, stop_seconds=5, publishers=3)
+        assert figures.published >= 200

@@ -4,7 +4,8 @@ The shared servers (127.0.0.1:5432, 127.0.0.1:6379) serve every other test runni
 same time, so a test that takes a backend away starts its own on a free loopback port:
 
 - :class:`RedisServer`: ``redis-server`` without persistence (``--save "" --appendonly
-  no``): a restart comes back empty, the harshest case for the receivers sharing it.
+  no``): a restart comes back empty, the harshest case for the receivers sharing it; with
+  ``persistent=True`` an append-only file fsynced on every write keeps everything.
 - :class:`PgCluster`: a throw-away cluster made with ``initdb`` (trust auth on 127.0.0.1)
   and driven with ``pg_ctl``. PostgreSQL refuses to run as root, so as root every command
   runs as the ``postgres`` user (``runuser``) on a directory that user owns.
@@ -60,9 +61,10 @@ def _wait(pred: object, timeout: float, what: str) -> None:
 class RedisServer:
     """One ``redis-server`` on 127.0.0.1:``port``; :meth:`stop` and :meth:`start` keep the port."""
 
-    def __init__(self, workdir: Path, binary: str) -> None:
+    def __init__(self, workdir: Path, binary: str, *, persistent: bool = False) -> None:
         self.workdir = workdir
         self.binary = binary
+        self.persistent = persistent
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -78,7 +80,8 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persistent else "no",
+            "--appendfsync", "always",
             "--dir", str(self.workdir),
             "--logfile", str(self.workdir / "redis.log"),
         ]  # fmt: skip
@@ -127,14 +130,14 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
+def redis_server(workdir: Path, *, persistent: bool = False) -> Iterator[RedisServer]:
     """A private, started ``redis-server`` (skips, or fails in CI, without the binary)."""
     binary = shutil.which("redis-server")
     if binary is None:
         _missing("redis-server")
     assert binary is not None
     workdir.mkdir(parents=True, exist_ok=True)
-    server = RedisServer(workdir, binary)
+    server = RedisServer(workdir, binary, persistent=persistent)
     try:
         server.start()
         yield server
