@@ -15,10 +15,11 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ssf.errors import SSFError
-from transmitter.api import JSON_HEADERS, build_router
+from transmitter.api import JSON_HEADERS, build_router, hot_routes
 from transmitter.auth import AuthError
 from transmitter.console import build_console
 from transmitter.errors import TooManyRequests
+from transmitter.offload import Offload
 from transmitter.ops import ObservedDeliveryWorker, install_ops
 from transmitter.pg_listen import PgListener
 from transmitter.service import Transmitter
@@ -60,7 +61,7 @@ def create_app(
         scheduler = _start_rotation(tx)
         listener = None
         if tx.settings.is_postgres:
-            listener = PgListener(tx.engine, tx.settings, tx.notifier)
+            listener = PgListener(tx.engine, tx.settings, tx.notifier, tx.origin)
             listener.start()
         app.state.worker = worker
         app.state.pg_listener = listener
@@ -72,9 +73,13 @@ def create_app(
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
             await worker.stop()
+            offload.close()
 
     app = FastAPI(title="SSF transmitter", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.transmitter = tx
+    # Publishing and polling: plain Starlette routes tried first (see ``hot_routes``).
+    offload = Offload(max_workers=16)
+    app.router.routes[0:0] = hot_routes(tx, offload)
     app.include_router(build_router(tx))
     obs = install_ops(app, tx)  # /healthz, /readyz, /metrics
     app.include_router(build_console(tx))  # /admin

@@ -40,6 +40,12 @@ __all__ = ["DeliveryWorker"]
 
 log = logging.getLogger("transmitter.delivery")
 
+#: How long the deliveries of a drained stream wait to be recorded by the shared flush. A
+#: stream woken again before that records them in its next read of the outbox (one transaction
+#: for both), so a steady trickle of SETs costs one transaction each, not two; a crash in the
+#: meantime re-sends them (receivers dedupe by ``jti``, RFC 8935 §2).
+_FLUSH_DELAY = 0.05
+
 
 @dataclass(slots=True)
 class _Batch:
@@ -441,11 +447,11 @@ class DeliveryWorker:
         return await asyncio.to_thread(self.tx.guard.allowed, url)
 
     async def _flush_loop(self) -> None:
-        """Record deliveries of drained streams together, a few milliseconds after they happen."""
+        """Record deliveries of drained streams together, shortly after they happen."""
         while not self._stopping:
             await self._flush_wake.wait()
             self._flush_wake.clear()
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(_FLUSH_DELAY)
             taken, self._unflushed = self._unflushed, {}
             ids = [i for group in taken.values() for i in group]
             if not ids:

@@ -56,6 +56,8 @@ class Transmitter:
         self.guard = SSRFGuard(self.settings)
         self.notifier = Notifier()
         self._channel = channel_name(self.settings)
+        #: Tags this object's NOTIFYs: its own listener skips them (it woke its waiters already).
+        self.origin = secrets.token_hex(6)
 
     def _notify(self, ids: Iterable[str]) -> None:
         """After a commit: wake local waiters (other instances got :meth:`_announce`)."""
@@ -64,7 +66,7 @@ class Transmitter:
     def _announce(self, conn: Connection, ids: Iterable[str]) -> None:
         """Inside the transaction: on PostgreSQL a NOTIFY for other instances, sent at commit."""
         if self.settings.is_postgres:
-            pg_notify(conn, self._channel, ids)
+            pg_notify(conn, self._channel, ids, self.origin)
 
     @property
     def issuer(self) -> str:
