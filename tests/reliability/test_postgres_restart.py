@@ -6,8 +6,8 @@ so the shared server at 127.0.0.1:5432 is never touched. Documented behaviour
 
 - while the database is away ``POST /events`` answers ``503 temporarily_unavailable`` with
   ``Retry-After`` (never 202 for something not committed, never a 500), ``/readyz`` answers
-  503 naming the database, ``/metrics`` has ``ssf_transmitter_database_up 0``, the process
-  keeps serving what needs no database (``/jwks.json``);
+  503 naming the database, ``/metrics`` has ``ssf_transmitter_database_up 0``, management
+  calls answer 503 as well, the process keeps serving what needs no database (``/jwks.json``);
 - once it is back every instance serves again by itself (no restart, no operator), delivery
   resumes, every SET answered 202 reaches the receiver exactly once and in per-subject order.
 """
@@ -113,6 +113,15 @@ def _database_up(cluster: TxCluster, i: int) -> float:
     raise AssertionError("ssf_transmitter_database_up not in /metrics")
 
 
+def _order_report(rec: RecordingReceiver) -> str:
+    """First applications per subject as ``seq@time``, and overlapping pushes (diagnosis)."""
+    seqs: dict[str, list[str]] = {}
+    for a in rec.applied:
+        subject, seq = str(a.txn).rsplit("#", 1)
+        seqs.setdefault(subject, []).append(f"{seq}@{a.at % 100:.2f}")
+    return f"overlapping pushes={rec.overlaps}; " + "; ".join(f"{k}: {' '.join(v)}" for k, v in seqs.items())
+
+
 def _restart_run(
     pg: PgCluster, tmp: Path, *, restarts: int, stops: int, stop_seconds: float, publishers: int = 1
 ) -> FaultFigures:
@@ -148,7 +157,7 @@ def _restart_run(
             assert cluster.alive() == [0, 1]  # recovered by themselves, nobody restarted them
             wait_until(lambda: accepted <= rec.jtis(), timeout=60, what="every accepted SET delivered")
             assert rec.duplicates_applied() == 0
-            assert rec.order_violations() == 0
+            assert rec.order_violations() == 0, _order_report(rec)
             assert len(accepted) >= 20, codes
             figures = FaultFigures(
                 name=f"postgres restart x{restarts} stop x{stops}",
@@ -197,7 +206,14 @@ def _faults(
             r = _ready(cluster, i)
             assert r.status_code == 503 and r.json()["checks"]["database"].startswith("error"), r.text
             assert _database_up(cluster, i) == 0
-            # what needs no database is still served
+            # management answers 503 too; what needs no database is still served
+            r = httpx.get(
+                cluster.url(i) + "/ssf/streams",
+                headers={"Authorization": f"Bearer {cluster.receiver_token}"},
+                timeout=10,
+            )
+            assert r.status_code == 503 and r.json()["err"] == "temporarily_unavailable", r.text
+            assert "retry-after" in r.headers
             assert httpx.get(cluster.url(i) + "/jwks.json", timeout=10).status_code == 200
         time.sleep(max(0.0, stop_seconds - (time.monotonic() - down_at)))
         during = [s for sent, _t, s in list(pub.answers)[n:] if sent > down_at]

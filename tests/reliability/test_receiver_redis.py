@@ -3,11 +3,13 @@ Redis (a private ``redis-server``, never the shared one) stopped and started und
 
 Documented behaviour (receiver/README.md, "Several instances"), checked here:
 
-- while Redis is down every instance keeps enforcing what it knows from memory, says
+- while Redis is down every running instance keeps enforcing what it knows from memory, says
   ``degraded`` in ``/health``, ``ssf_receiver_store_up 0`` in ``/metrics`` and 503 in
   ``/readyz``; a SET pushed to an instance is applied there at once but answered 503
-  (not durable: the transmitter retries); the other instances learn of it only after
-- Redis is back: each instance re-subscribes and re-reads the shared keys by itself, the
+  (not durable: the transmitter retries); the other instances learn of it only after it is
+  back. A new instance does not start while Redis is away (it would serve without the
+  shared revocations).
+- once Redis is back each instance re-subscribes and re-reads the shared keys by itself, the
   pending change is written and fanned out, events applied afterwards reach every instance,
   and the transmitter's retry is answered 202.
 - Redis without persistence comes back empty: instances that were running keep everything
@@ -27,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from receiver.core import Receiver
 from receiver.redis_store import RedisStore
 from ssf.events import SessionRevoked
 from ssf.subjects import Subject
-from tests.receiver.conftest import Running, run_receiver
+from tests.receiver.conftest import Running, receiver_settings, run_receiver
 from tests.receiver.fake import FakeTransmitter
 from tests.reliability.support import CHAOS, wait_until
 from tests.support.private_services import RedisServer, redis_server
@@ -138,6 +142,11 @@ def _outage_and_recovery(
             # b has no way to learn of it while Redis is away
             assert b.whoami(during).status_code == 200
             assert a.whoami(fake.mint("dan", sid="rr-untouched")).status_code == 200
+            if n == 0:
+                # a new instance does not start without the shared state it would enforce
+                fresh = Receiver(receiver_settings(fake, tmp / "x", free_port(), **common))
+                with pytest.raises(RedisConnectionError):
+                    asyncio.run(fresh.open())
 
             redis.start()  # same port; without persistence it comes back empty
             for i, r in enumerate((a, b)):
