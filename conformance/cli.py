@@ -232,6 +232,27 @@ def receiver(
     finish_cmd: str | None = typer.Option(
         None, "--finish-cmd", help="Command that makes the receiver delete its stream ({issuer} {stream_id})."
     ),
+    stop_cmd: str | None = typer.Option(
+        None,
+        "--stop-cmd",
+        help="Command that stops the receiver ({issuer}); with --start-cmd the kit restarts it at other"
+        " issuers (wrong stream iss, bad TLS certificates).",
+    ),
+    probe_url: str | None = typer.Option(
+        None,
+        "--probe-url",
+        help="A resource the receiver protects: the kit GETs it with access tokens it mints to see what"
+        " the receiver enforces.",
+    ),
+    probe_audience: str = typer.Option(
+        "https://resource.example.com", "--probe-audience", help="aud of the access tokens the kit mints."
+    ),
+    ca_file: str | None = typer.Option(
+        None, "--ca-file", help="Where to write the kit's throwaway CA certificate ({ca_file} in commands)."
+    ),
+    probe_window: float = typer.Option(
+        3.0, "--probe-window", help="Seconds a restarted receiver is watched after its first contact."
+    ),
     only: list[str] = typer.Option([], "--only", help="Run only these modules (names or shell patterns)."),
     skip: list[str] = typer.Option([], "--skip", help="Skip these modules."),
     list_: bool = typer.Option(False, "--list", help="List the plan's modules and checks, then exit."),
@@ -270,6 +291,11 @@ def receiver(
         corpus=corpus,
         start_cmd=start_cmd,
         finish_cmd=finish_cmd,
+        stop_cmd=stop_cmd,
+        probe_url=probe_url,
+        probe_audience=probe_audience,
+        ca_file=ca_file,
+        probe_window=probe_window,
         announce=announce,
     )
     _run_plan(run_receiver_plan, opts, only, skip, verbose, json_out, junit)

@@ -57,6 +57,7 @@ def load_modules() -> None:
         "conformance.tx.tls",
         "conformance.rx.suite",
         "conformance.rx.corpus",
+        "conformance.rx.beyond",
     ):
         importlib.import_module(name)
 

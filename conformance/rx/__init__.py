@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conformance.registry import Side
+from conformance.registry import Side, select_modules
 from conformance.report import Report
 from conformance.runner import Reporter, http_client, load_modules, run_modules
 from conformance.rx.context import ReceiverKit, ReceiverOptions
@@ -30,6 +30,8 @@ async def run_receiver_plan(
     report = Report(plan, {"delivery": opts.delivery, "profile": opts.profile})
     async with http_client(opts.event_timeout) as http:
         kit = ReceiverKit(opts, http)
+        sel = select_modules(SIDE, opts.delivery, opts.profile, only or [], skip or [])
+        kit.wanted = {m.name for m in sel.modules}
         async with serve_app(kit.em.app, opts.host, opts.port) as base:
             kit.em.base_url = base
             try:

@@ -109,6 +109,7 @@ class Emulator:
         long_poll: float = 10.0,
         push_delay: float = 0.2,
         critical_subject_members: list[str] | None = None,
+        stream_iss: str | None = None,
     ) -> None:
         self.path = "/" + path.strip("/")
         self.profile = profile
@@ -119,6 +120,8 @@ class Emulator:
         self.long_poll = long_poll
         self.push_delay = push_delay
         self.critical = critical_subject_members
+        #: Answer stream configurations with this ``iss`` instead of the issuer (a probe).
+        self.stream_iss = stream_iss
         self.base_url = ""
         self.rsa, self.ec = _keys()
         self.keys = KeySet([self.ec, self.rsa])
@@ -139,6 +142,9 @@ class Emulator:
         self.http: httpx.AsyncClient | None = None
         self.on_created: list[Callable[[], Any]] = []
         self.on_verify: list[Callable[[str | None], Any]] = []
+        self.on_removed: list[Callable[[dict[str, Any]], Any]] = []
+        #: Work a DELETE waits for (SETs sent after a subject removal must land first).
+        self.before_delete: set[asyncio.Task[Any]] = set()
         p = self.path
         self.app = Starlette(
             routes=[
@@ -176,9 +182,10 @@ class Emulator:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        for t in list(self._tasks):
+        tasks = [*self._tasks, *self.before_delete]
+        for t in tasks:
             t.cancel()
-        for t in list(self._tasks):
+        for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
 
@@ -303,7 +310,7 @@ class Emulator:
         requested = [u for u in body.get("events_requested") or [] if isinstance(u, str)]
         cfg: dict[str, Any] = {
             "stream_id": sid,
-            "iss": self.issuer,
+            "iss": self.stream_iss or self.issuer,
             "aud": self.audience,
             "events_supported": self.supported(),
             "events_requested": requested,
@@ -358,6 +365,8 @@ class Emulator:
                 return self.answer(op, 404, {"err": "not_found", "description": "no such stream"})
             return self.answer(op, 200, self.public_config())
         if request.method == "DELETE":
+            if self.before_delete:
+                await asyncio.wait(set(self.before_delete), timeout=30)
             sid = op.query.get("stream_id")
             if sid is None:
                 op.problems.append("DELETE without ?stream_id=")
@@ -449,6 +458,11 @@ class Emulator:
             return self.answer(op, 400, {"err": "invalid_request", "description": "subject"})
         if self.stream is None or self.stream["stream_id"] != op.stream_id:
             return self.answer(op, 404, {"err": "not_found", "description": "no such stream"})
+        if not add:
+            for hook in self.on_removed:
+                task = asyncio.get_running_loop().create_task(_call(hook, body["subject"]))
+                self.before_delete.add(task)
+                task.add_done_callback(self.before_delete.discard)
         return self.answer(op, 200 if add else 204)
 
     async def verify(self, request: Request) -> Response:
@@ -478,6 +492,15 @@ class Emulator:
         h = {"alg": key.alg, "typ": uris.SET_TYP, "kid": key.kid, **(header or {})}
         return jws.serialize_compact(h, json.dumps(claims).encode(), key.key, algorithms=[h["alg"]])
 
+    def access_token(self, claims: dict[str, Any]) -> str:
+        """An RFC 9068 access token (``typ`` at+jwt) signed with a key of the kit's JWKS."""
+        from joserfc import jws
+
+        now = int(time.time())
+        body = {"iss": self.issuer, "iat": now - 5, "exp": now + 600, "jti": uuid.uuid4().hex, **claims}
+        h = {"alg": self.rsa.alg, "typ": "at+jwt", "kid": self.rsa.kid}
+        return jws.serialize_compact(h, json.dumps(body).encode(), self.rsa.key, algorithms=[h["alg"]])
+
     def claims(
         self, event_type: str, payload: dict[str, Any], subject: dict[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -493,9 +516,14 @@ class Emulator:
         }
 
     def make(
-        self, event_type: str, payload: dict[str, Any], kind: str, key: SigningKey | None = None
+        self,
+        event_type: str,
+        payload: dict[str, Any],
+        kind: str,
+        key: SigningKey | None = None,
+        subject: dict[str, Any] | None = None,
     ) -> Exchange:
-        c = self.claims(event_type, payload)
+        c = self.claims(event_type, payload, subject)
         ex = Exchange(c["jti"], kind, self.sign(c, key), self.method, event_type=event_type)
         ex.state = payload.get("state") if isinstance(payload.get("state"), str) else None
         return ex
@@ -558,7 +586,8 @@ class Emulator:
             return self.answer(op, 400, {"err": "invalid_request", "description": "JSON object required"})
         body = body or {}
         if self.stream is None or op.stream_id != self.stream["stream_id"]:
-            op.problems.append("poll without the endpoint_url's ?stream_id=")
+            if op.stream_id not in self.deleted:  # a poll racing its stream's deletion is no fault
+                op.problems.append("poll without the endpoint_url's ?stream_id=")
             return self.answer(op, 404, {"err": "not_found", "description": "unknown stream"})
         self.polls.append(body)
         for jti in body.get("ack") or []:

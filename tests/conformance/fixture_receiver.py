@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import ssl
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -34,12 +38,23 @@ EVENTS = [
     uris.RISC_BASE + "account-disabled",
     uris.RISC_BASE + "identifier-changed",
 ]
+#: The subject the fixture removes from its stream once verified (SSF 8.1.3.3).
+REMOVED = {"format": "email", "email": "removed-user@example.com"}
+#: Complex-subject members the fixture can process (SSF 3.6).
+UNDERSTOOD = {"user", "session", "device", "tenant"}
 
 
 class FixtureReceiver:
     def __init__(self) -> None:
-        self.app = Starlette(routes=[Route("/push", self.push, methods=["POST"])])
+        self.app = Starlette(
+            routes=[
+                Route("/push", self.push, methods=["POST"]),
+                Route("/protected", self.protected, methods=["GET"]),
+            ]
+        )
         self.base_url = ""
+        #: The CA the fixture trusts for https issuers (the kit's throwaway CA).
+        self.ca_file: str | None = None
         self.lock = threading.Lock()
         self.reset()
 
@@ -62,14 +77,41 @@ class FixtureReceiver:
         self.verified = asyncio.Event()
         self.pending_acks: list[str] = []
         self.pending_errs: dict[str, dict[str, str]] = {}
+        self.md: dict[str, Any] = {}
+        self.removed: list[dict[str, Any]] = []
+        #: email -> time of the latest session-revoked applied for it
+        self.revoked: dict[str, float] = {}
 
     def has(self, fault: str) -> bool:
         return fault in self.faults
 
+    def verify(self) -> ssl.SSLContext | bool:
+        """What the fixture trusts on https: the kit's CA, checked as the faults allow."""
+        if self.has("tls-no-verify"):
+            return False
+        ca = self.ca_file if self.ca_file and os.path.exists(self.ca_file) else None
+        ctx = ssl.create_default_context(cafile=ca)
+        if self.has("tls-no-hostname-check"):
+            ctx.check_hostname = False
+        return ctx
+
+    def client(self, timeout: float = 10) -> httpx.AsyncClient:
+        return httpx.AsyncClient(trust_env=False, timeout=timeout, verify=self.verify())
+
     # ---- the client side: runs in the kit's event loop -------------------------------------
     async def start(self, issuer: str) -> None:
+        self.reset(self.faults, delivery=self.delivery, events=self.events)
         self.issuer = issuer
         self.task = asyncio.get_running_loop().create_task(self._flow())
+
+    async def stop(self, issuer: str) -> None:
+        """Stop everything the fixture runs (the kit starts it again at another issuer)."""
+        for task in (self.task, self.poller):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self.task = self.poller = None
 
     async def finish(self, issuer: str) -> None:
         if self.task is not None:
@@ -81,7 +123,7 @@ class FixtureReceiver:
                 await self.poller
         if not self.stream or self.has("no-delete"):
             return
-        async with httpx.AsyncClient(trust_env=False, timeout=10, verify=False) as c:
+        async with self.client() as c:
             url = self.md["configuration_endpoint"]
             if self.has("delete-in-body"):
                 await c.request(
@@ -93,7 +135,7 @@ class FixtureReceiver:
     async def configure_out_of_band(self, issuer: str, audience: str) -> None:
         """A stream set up by an operator: trust ``issuer``'s keys for ``audience``."""
         self.issuer = issuer
-        async with httpx.AsyncClient(trust_env=False, timeout=10, verify=False) as c:
+        async with self.client() as c:
             md = (await c.get(well_known_url(issuer))).json()
             self.jwks_uri = md["jwks_uri"]
             keys = PublicKeys.from_jwks((await c.get(self.jwks_uri)).json())
@@ -104,7 +146,7 @@ class FixtureReceiver:
 
     async def _flow(self) -> None:
         try:
-            async with httpx.AsyncClient(trust_env=False, timeout=10, verify=False) as c:
+            async with self.client() as c:
                 await self._run(c)
         except Exception as exc:  # the test inspects what the kit recorded
             self.errors.append(f"{type(exc).__name__}: {exc}")
@@ -150,7 +192,7 @@ class FixtureReceiver:
             raise RuntimeError(f"create: {r.status_code}")
         self.stream = r.json()
         sid = self.stream["stream_id"]
-        if self.stream["iss"] != self.issuer:
+        if self.stream["iss"] != self.issuer and not self.has("ignore-stream-iss"):
             raise RuntimeError("iss mismatch")
         self.verifier = SETVerifier(issuer=self.issuer, keys=keys, audience=self.stream["aud"])
         if self.delivery == "poll":
@@ -179,12 +221,19 @@ class FixtureReceiver:
             await c.post(
                 md["verification_endpoint"], json={"stream_id": sid, "state": state}, headers=self.auth()
             )
+        if md.get("remove_subject_endpoint"):
+            self.removed.append(REMOVED)
+            await c.post(
+                md["remove_subject_endpoint"],
+                json={"stream_id": sid, "subject": REMOVED},
+                headers=self.auth(),
+            )
 
     async def _poll_loop(self) -> None:
         url = self.stream["delivery"]["endpoint_url"]
         if self.has("poll-drop-query"):
             url = url.split("?")[0]
-        async with httpx.AsyncClient(trust_env=False, timeout=30, verify=False) as c:
+        async with self.client(30) as c:
             while True:
                 body: dict[str, Any] = {"maxEvents": 50}
                 if self.pending_acks and not self.has("poll-no-ack"):
@@ -265,7 +314,7 @@ class FixtureReceiver:
         try:
             token = self.verifier.verify(body)
         except UnknownKeyID:
-            with httpx.Client(trust_env=False, timeout=5, verify=False) as c:
+            with httpx.Client(trust_env=False, timeout=5, verify=self.verify()) as c:
                 self.verifier.keys = PublicKeys.from_jwks(c.get(self.jwks_uri).json())
             token = self.verifier.verify(body)
         if token.event_type == uris.VERIFICATION:
@@ -276,6 +325,47 @@ class FixtureReceiver:
                 raise InvalidState("unknown verification state")
         if token.event_type.startswith(uris.RISC_BASE) and self.has("reject-risc"):
             raise InvalidRequest("RISC events are not handled")
+        sub_id = claims.get("sub_id")
+        if sub_id in self.removed and self.has("refuse-removed"):
+            raise InvalidRequest("events for a removed subject are refused")
         with self.lock:
             self.seen[token.jti] = text
+        if token.event_type == uris.CAEP_BASE + "session-revoked" and isinstance(sub_id, dict):
+            self._revoke(sub_id, token.event.payload().get("event_timestamp"))
         return 202, None
+
+    def _revoke(self, sub_id: dict[str, Any], at: object) -> None:
+        """Apply a session-revoked on a user (simple email, or complex with an email user)."""
+        critical = set(self.md.get("critical_subject_members") or [])
+        if sub_id.get("format") == "complex" and (set(sub_id) & critical) - UNDERSTOOD:
+            if not self.has("act-on-critical"):
+                return  # SSF 3.6: an unprocessable critical member: discard the event
+        user = sub_id.get("user") if sub_id.get("format") == "complex" else sub_id
+        if isinstance(user, dict) and user.get("format") == "email" and isinstance(user.get("email"), str):
+            when = float(at) if isinstance(at, int | float) else time.time()
+            self.revoked[user["email"]] = max(when, self.revoked.get(user["email"], 0.0))
+
+    # ---- a protected resource: what the fixture enforces ------------------------------------------
+    async def protected(self, request: Request) -> Response:
+        """RFC 9068 access tokens from the issuer's JWKS; refused once their user is revoked."""
+        from joserfc import jws
+        from joserfc.errors import JoseError
+
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        keys = self.verifier.keys if self.verifier is not None else None
+        try:
+            obj = jws.extract_compact(token.encode())
+            header = obj.protected
+            key = keys.find(header.get("kid"), str(header.get("alg"))) if keys is not None else None
+            if key is None or header.get("typ") != "at+jwt":
+                raise ValueError("unknown key or typ")
+            claims = json.loads(jws.deserialize_compact(token, key, algorithms=[header["alg"]]).payload)
+        except (ValueError, JoseError):
+            return JSONResponse({"error": "invalid_token"}, status_code=401)
+        if claims.get("iss") != self.issuer or claims.get("exp", 0) < time.time():
+            return JSONResponse({"error": "invalid_token"}, status_code=401)
+        cutoff = self.revoked.get(claims.get("email"))
+        if cutoff is not None and claims.get("iat", 0) <= cutoff:
+            return JSONResponse({"error": "invalid_token", "error_description": "revoked"}, status_code=401)
+        return JSONResponse({"sub": claims.get("sub")})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from conformance.registry import Outcome
@@ -150,6 +152,7 @@ def describe_failures(report: Report) -> str:
 def _shared_receiver() -> FixtureReceiver:
     if "rx" not in _RECEIVERS:
         fx = FixtureReceiver()
+        fx.ca_file = _CA_FILE
         ctx = serve(fx.app)
         fx.base_url = ctx.__enter__()
         _SERVERS.append(ctx)
@@ -160,7 +163,16 @@ def _shared_receiver() -> FixtureReceiver:
 _RECEIVERS: dict[str, FixtureReceiver] = {}
 
 #: Short waits for the receiver session.
-RX_FAST = {"wait": 10.0, "idle": 1.0, "push_delay": 0.05, "long_poll": 0.5, "event_timeout": 1.5}
+RX_FAST = {
+    "wait": 10.0,
+    "idle": 1.0,
+    "push_delay": 0.05,
+    "long_poll": 0.5,
+    "event_timeout": 1.5,
+    "probe_window": 0.5,
+}
+#: Where the kit writes its throwaway CA for the fixture receiver to trust (one per process).
+_CA_FILE = str(Path(tempfile.mkdtemp(prefix="kit-ca-")) / "kit-ca.pem")
 
 
 @contextlib.contextmanager
@@ -178,6 +190,9 @@ async def run_rx(fx: FixtureReceiver, only: list[str] | None = None, **kw: Any) 
         "delivery": fx.delivery,
         "start_hook": fx.start,
         "finish_hook": fx.finish,
+        "stop_hook": fx.stop,
+        "probe_url": fx.base_url + "/protected",
+        "ca_file": _CA_FILE,
         **RX_FAST,
     }
     # the corpus costs ~0.5 s: deliver it only where a module judges it

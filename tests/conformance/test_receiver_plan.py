@@ -28,6 +28,10 @@ VER = "openid-ssf-receiver-stream-verification"
 UNS = "openid-ssf-receiver-unsolicited-stream-verification"
 EVT = "openid-ssf-receiver-stream-supported-events"
 CAEP = "openid-ssf-receiver-stream-caep-interop"
+CRIT = "kit-receiver-critical-subject-members"
+REMOVED = "kit-receiver-removed-subjects"
+ISS = "kit-receiver-stream-iss"
+TLS = "kit-receiver-tls"
 
 POLL = {"delivery": "poll"}
 CAEPP = {"profile": "caep-interop"}
@@ -77,6 +81,14 @@ FAULTS: list[Fault] = [
     ("no-verify", CAEP, "rx.caep.verify", {}, CAEPP),
     ("no-status-read", CAEP, "rx.caep.status-read", {}, CAEPP),
     ("reject-all", CAEP, "rx.caep.accepted", {}, CAEPP),
+    ("act-on-critical", CRIT, "rx.critical-member.discarded", {}, {}),
+    ("act-on-critical", CRIT, "rx.critical-member.discarded", {"delivery": "poll"}, POLL),
+    ("refuse-removed", REMOVED, "rx.removed-subject.tolerated", {}, {}),
+    ("refuse-removed", REMOVED, "rx.removed-subject.tolerated", {"delivery": "poll"}, POLL),
+    ("ignore-stream-iss", ISS, "rx.stream-iss.checked", {}, {}),
+    ("tls-no-verify", TLS, "rx.tls.self-signed", {}, {}),
+    ("tls-no-verify", TLS, "rx.tls.wrong-host", {}, {}),
+    ("tls-no-hostname-check", TLS, "rx.tls.wrong-host", {}, {}),
     ("discovery-post", WIRE, "rx.discovery", {}, {}),
     ("no-scope", WIRE, "rx.token-scope", {}, {}),
     ("no-bearer-on-read", WIRE, "rx.bearer", {}, {}),
@@ -129,6 +141,16 @@ async def test_correct_receiver_passes_every_check(delivery: str, profile: str) 
     assert all(m.skipped_reason is None for m in report.modules)
     passed = {r.check.id for r in report.results() if r.outcome is Outcome.PASSED}
     assert "corpus.no-state-change" in passed and "rx.supported-events.accepted" in passed
+    # the kit's own modules judged something (a skipped check would prove nothing)
+    beyond = {
+        "rx.critical-member.discarded",
+        "rx.stream-iss.checked",
+        "rx.tls.self-signed",
+        "rx.tls.wrong-host",
+    }
+    if profile == "default":
+        beyond.add("rx.removed-subject.tolerated")
+    assert beyond <= passed, describe_failures(report)
 
 
 async def test_no_receiver_skips_stream_modules() -> None:
