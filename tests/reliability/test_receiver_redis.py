@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,7 @@ def _outage_and_recovery(
         for r in (a, b):
             assert not _degraded(r) and _metric(r, "ssf_receiver_store_up") == 1
         survivors = [before]
+        recover: list[float] = []
         for n in range(rounds):
             sid = f"rr-during-{n}"
             during, after = fake.mint("bob", sid=sid), fake.mint("cyd", sid=f"rr-after-{n}")
@@ -149,6 +151,7 @@ def _outage_and_recovery(
                     asyncio.run(fresh.open())
 
             redis.start()  # same port; without persistence it comes back empty
+            up_at = time.monotonic()
             for i, r in enumerate((a, b)):
                 wait_until(lambda r=r: not _degraded(r), timeout=15, what="recovered by itself")
                 wait_until(
@@ -163,6 +166,7 @@ def _outage_and_recovery(
             assert _metric(a, "ssf_receiver_store_up") == 1 and _metric(b, "ssf_receiver_store_up") == 1
             # the change made during the outage reaches the other instance
             b.wait(lambda t=during: b.whoami(t).status_code == 401, "outage change reaches b")
+            recover.append(time.monotonic() - up_at)
             # pub/sub works again in both directions: an event applied on b after the restart
             assert b.push(fake.sign(Subject.opaque(f"rr-after-{n}"), SessionRevoked())).status_code == 202
             a.wait(lambda t=after: a.whoami(t).status_code == 401, "post-restart change reaches a")
@@ -174,6 +178,10 @@ def _outage_and_recovery(
             for r in (a, b):  # running instances lost nothing
                 for t in survivors:
                     assert r.whoami(t).status_code == 401
+    print(
+        f"redis {how}{' persistent' if redis.persistent else ''} x{rounds}: start to the outage change "
+        f"refused on the other instance max={max(recover):.2f}s"
+    )
     # a new instance starts from what Redis holds now: everything with persistence; without
     # it, what was written since the last restart (Redis lost what it held before)
     with run_receiver(fake, tmp / "c", **common) as c:
