@@ -141,7 +141,6 @@ class TLSFront:
     connections: int = 0
     handshakes: int = 0
     failures: list[str] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def describe(self) -> str:
         why = f" ({self.failures[0]})" if self.failures else ""
@@ -172,16 +171,15 @@ async def tls_front(
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         front.connections += 1
-        front.changed.set()
         try:
             await writer.start_tls(ctx, ssl_handshake_timeout=handshake_timeout)
         except (OSError, ssl.SSLError, TimeoutError) as exc:
-            front.failures.append(f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}")
+            reason = str(getattr(exc, "reason", None) or exc)
+            front.failures.append(type(exc).__name__ + (f": {reason}" if reason else ""))
             with contextlib.suppress(OSError, ssl.SSLError, RuntimeError):
                 writer.close()
             return
         front.handshakes += 1
-        front.changed.set()
         try:
             up_r, up_w = await asyncio.open_connection(b_host.strip("[]"), int(b_port))
         except OSError:
