@@ -3,6 +3,7 @@ deliberately broken one is caught by the check that targets its violation."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,3 +189,30 @@ async def test_corpus_straight_at_a_push_url() -> None:
 def test_every_receiver_check_is_targeted_by_a_fault() -> None:
     untested = untargeted_checks("receiver", FAULTS, NOT_FAULT_TESTED)
     assert not untested, f"checks no test makes fail: {sorted(untested)}"
+
+
+async def test_probe_sessions_restart_the_receiver_through_commands(tmp_path: Path) -> None:
+    """--start-cmd/--stop-cmd: one session at the main issuer, then one per probe issuer, with
+    {ca_file} written before the first start; a receiver that never shows up is judged nowhere."""
+    from conformance.rx import ReceiverOptions, run_receiver_plan
+
+    log, ca = tmp_path / "log", tmp_path / "ca.pem"
+    opts = ReceiverOptions(
+        start_cmd=f"echo start {{issuer}} {{ca_file}} >> {log}",
+        stop_cmd=f"echo stop {{issuer}} >> {log}",
+        ca_file=str(ca),
+        wait=0.3,
+        idle=0.2,
+        probe_window=0.1,
+    )
+    report = await run_receiver_plan(opts, only=["kit-receiver-stream-iss", "kit-receiver-tls"])
+    lines = [line.split() for line in log.read_text().splitlines()]
+    starts = [words[1] for words in lines if words[0] == "start"]
+    stops = [words[1] for words in lines if words[0] == "stop"]
+    # main, wrong-iss, self-signed, CA-signed control (no wrong-host: the CA was not trusted)
+    assert len(starts) == 4 and stops == starts, lines
+    assert starts[0].startswith("http://") and starts[1].startswith("http://")
+    assert all(s.startswith("https://127.0.0.1:") for s in starts[2:])
+    assert {words[2] for words in lines if words[0] == "start"} == {str(ca)}
+    assert ca.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert all(m.skipped_reason for m in report.modules)
