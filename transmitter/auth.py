@@ -269,7 +269,8 @@ class Authenticator:
         url = self._settings.external_jwks_url
         assert url is not None
         now = time.monotonic()
-        if self._ext_keys is None or (refresh and now - self._ext_fetched > 30):
+        wait = self._settings.external_jwks_refetch_interval
+        if self._ext_keys is None or (refresh and now - self._ext_fetched > wait):
             resp = httpx.get(url, timeout=5)
             resp.raise_for_status()
             self._ext_keys = JoseKeySet.import_key_set(resp.json())

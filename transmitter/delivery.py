@@ -176,6 +176,9 @@ class DeliveryWorker:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.s.push_timeout),
             skip_auto_headers=("Content-Type",),
+            # A receiver's Set-Cookie is never stored nor sent back (and the jar costs CPU on
+            # every request).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self.tx.notifier.add_listener(self._on_new_sets)
         self._tasks = [

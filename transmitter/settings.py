@@ -53,6 +53,9 @@ class TransmitterSettings(BaseSettings):
     external_jwks_url: str | None = None
     external_issuer: str | None = None
     external_audience: str | None = None
+    #: A token signed with a key the cached external JWKS lacks re-fetches it at most this
+    #: often (seconds): key rotation is picked up, a flood of bad tokens cannot hammer the server.
+    external_jwks_refetch_interval: float = Field(default=30.0, ge=0)
 
     # streams
     max_streams_per_client: int = Field(default=10, ge=1)

@@ -171,6 +171,46 @@ def test_external_authorization_server_tokens(tmp_path: Path, db_config: dict[st
             assert srv.req("POST", "/ssf/streams", token(scope="ssf.read"), json={}).status_code == 403
 
 
+@pytest.mark.parametrize(("interval", "rotated_ok"), [(0.0, True), (3600.0, False)])
+def test_external_jwks_refetch_interval(
+    tmp_path: Path, db_config: dict[str, Any], interval: float, rotated_ok: bool
+) -> None:
+    """After the authorization server rotates its key, a token with the new ``kid`` re-fetches
+    the JWKS unless the last fetch is more recent than EXTERNAL_JWKS_REFETCH_INTERVAL."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    keys = {kid: RSAKey.generate_key(2048, parameters={"kid": kid}) for kid in ("as1", "as2")}
+    served = {"kid": "as1"}
+
+    def jwks(_request: Any) -> JSONResponse:
+        key = keys[served["kid"]]
+        return JSONResponse({"keys": [key.as_dict(private=False) | {"kid": served["kid"], "alg": "RS256"}]})
+
+    def token(kid: str) -> str:
+        now = int(time.time())
+        claims = {"iss": "https://as.example", "aud": "ssf-api", "client_id": "ext-rx", "scope": "ssf.read"}
+        return jwt.encode({"alg": "RS256", "kid": kid}, claims | {"iat": now, "exp": now + 600}, keys[kid])
+
+    with serve(Starlette(routes=[Route("/jwks", jwks)])) as as_url:
+        port = free_port()
+        settings = make_settings(
+            tmp_path,
+            db_config,
+            port,
+            external_jwks_url=as_url + "/jwks",
+            external_issuer="https://as.example",
+            external_audience="ssf-api",
+            external_jwks_refetch_interval=interval,
+        )
+        with running(settings, port) as srv:
+            assert srv.req("GET", "/ssf/streams", token("as1")).status_code == 200
+            served["kid"] = "as2"  # the authorization server rotates its signing key
+            status = srv.req("GET", "/ssf/streams", token("as2")).status_code
+            assert status == (200 if rotated_ok else 401)
+
+
 def test_unknown_paths_and_methods_are_json(server: Server) -> None:
     r = server.http.get(server.url + "/nope")
     assert r.status_code == 404 and r.json()["err"] == "not_found"
