@@ -239,6 +239,7 @@ class Receiver:
                 algorithms=s.token_algorithms,
                 require_typ=s.token_require_typ,
                 leeway=s.token_leeway,
+                max_lifetime=s.token_max_lifetime,
             )
         intro = None
         if s.introspection_url:
@@ -254,6 +255,7 @@ class Receiver:
                 issuer=s.token_issuer,
                 ttl=s.introspection_ttl,
                 negative_ttl=s.introspection_negative_ttl,
+                max_lifetime=s.token_max_lifetime,
             )
         if jwt_v is None and intro is None:
             return None
@@ -451,7 +453,8 @@ class Receiver:
         return state
 
     async def _maintenance(self) -> None:
-        interval = min(3600.0, max(1.0, self.jtis.retention / 10))
+        retention = self.settings.effective_state_retention
+        interval = min(3600.0, max(1.0, min(self.jtis.retention, retention) / 10))
         while not self._stop.is_set():
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=interval)
@@ -459,14 +462,15 @@ class Receiver:
             self.jtis.prune(now)
             with suppress(Exception):
                 await self.store.prune(now - self.jtis.retention)
-            if self.settings.state_retention is not None:
-                try:
-                    await self.prune_state(now - self.settings.state_retention)
-                except Exception:
-                    log.exception("pruning old cutoffs failed")
+            try:
+                await self.prune_state(now - retention)
+            except Exception:
+                log.exception("pruning old cutoffs and revoked sessions failed")
 
     async def prune_state(self, before: float) -> int:
-        """Forget cutoffs older than ``before`` in memory and storage; returns how many."""
+        """Forget cutoffs and revoked sessions made before ``before`` in memory and storage
+        (the caller's bound: every token they could refuse has expired); returns how many.
+        Account-disabled and device states are facts until undone, never pruned."""
         dead, reset = self.state.prune_cutoffs(before)
         snapshots: dict[str, list[dict[str, Any]]] = {}
         gone: list[str] = []
@@ -479,7 +483,7 @@ class Receiver:
         for subject in reset:
             snapshots[row_key(subject)] = [m.to_json() for m in self.state.export(subject)]
         if gone or snapshots:
-            await self.store.forget(gone, snapshots)
+            await self.store.forget(gone, snapshots, before)
         return len(dead) + len(reset)
 
     # --- receiving ------------------------------------------------------------------

@@ -32,6 +32,18 @@ __all__ = ["RedisStore"]
 log = logging.getLogger("receiver.redis")
 
 
+def _prunable(field: bytes | str, before: float | None) -> bool:
+    raw = field if isinstance(field, bytes) else field.encode()
+    if not raw.startswith(b"cutoff:"):
+        return False
+    if before is None:
+        return True
+    try:
+        return float(raw[7:]) < before
+    except ValueError:
+        return False
+
+
 class RedisStore:
     wants_snapshots = False
 
@@ -172,15 +184,17 @@ class RedisStore:
         data = json.loads(raw)
         return data if isinstance(data, dict) else None
 
-    async def forget(self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]]) -> None:
-        """Drop the pruned cutoff facts (each instance prunes its own memory by the same rule)."""
+    async def forget(
+        self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]], before: float | None = None
+    ) -> None:
+        """Drop the pruned cutoff facts (each instance prunes its own memory by the same rule).
+
+        A field is ``cutoff:{event time}``: with ``before``, only those made before it go, so a
+        newer cutoff or revocation another instance wrote meanwhile stays.
+        """
         for key in [*keys, *snapshots]:
             name = f"{self.ns}:s:{key}"
-            fields = [
-                f
-                for f in await self.redis.hkeys(name)
-                if (f if isinstance(f, bytes) else f.encode()).startswith(b"cutoff:")
-            ]
+            fields = [f for f in await self.redis.hkeys(name) if _prunable(f, before)]
             if fields:
                 await self.redis.hdel(name, *fields)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ssf.events import CAEP_EVENTS, RISC_EVENTS
@@ -75,8 +75,9 @@ class ReceiverSettings(BaseSettings):
     redis_namespace: str = "ssf-receiver"
     #: How long a seen ``jti`` is remembered (dedupe of re-sent SETs survives restarts).
     jti_retention: int = Field(default=7 * 86400, ge=60)
-    #: The longest access-token lifetime accepted: finite cutoffs older than this refuse
-    #: nothing any more and are forgotten (None: keep every cutoff forever).
+    #: Seconds a cutoff or revoked session is kept after its event time; unset:
+    #: ``token_max_lifetime + token_leeway``, past which every token it could refuse has
+    #: expired (or is refused as too old). Never less than that.
     state_retention: int | None = Field(default=None, ge=60)
     #: Seconds between attempts to store changes the store refused (it was down).
     store_retry_interval: float = Field(default=1.0, gt=0)
@@ -112,6 +113,9 @@ class ReceiverSettings(BaseSettings):
     introspection_ttl: float = Field(default=60.0, gt=0)
     introspection_negative_ttl: float = Field(default=5.0, ge=0)
     token_leeway: int = Field(default=30, ge=0)
+    #: The longest access-token lifetime accepted: a token older than this (by its ``iat``)
+    #: is refused as expired whatever its ``exp``; bounds how long revocations are kept.
+    token_max_lifetime: int = Field(default=86400, ge=60)
     token_cache_size: int = Field(default=100_000, ge=1)
 
     # --- policy ----------------------------------------------------------------------
@@ -140,6 +144,23 @@ class ReceiverSettings(BaseSettings):
     startup_timeout: float = Field(default=30.0, gt=0)
     #: Fail start-up when the transmitter stays unreachable (else serve and keep retrying).
     require_transmitter: bool = False
+
+    @model_validator(mode="after")
+    def _retention_covers_token_lifetime(self) -> ReceiverSettings:
+        floor = self.token_max_lifetime + self.token_leeway
+        if self.state_retention is not None and self.state_retention < floor:
+            raise ValueError(
+                f"STATE_RETENTION ({self.state_retention}) must be at least TOKEN_MAX_LIFETIME + "
+                f"TOKEN_LEEWAY ({floor}): a shorter one forgets revocations of live tokens"
+            )
+        return self
+
+    @property
+    def effective_state_retention(self) -> int:
+        """How long revocation entries are kept (see ``state_retention``)."""
+        if self.state_retention is not None:
+            return self.state_retention
+        return self.token_max_lifetime + self.token_leeway
 
     @field_validator("transmitter_issuer")
     @classmethod

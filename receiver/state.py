@@ -14,11 +14,19 @@ wildcard) and they share at least one.
 Every change is a :class:`Mutation` (subject, field, value, time); applying one is
 idempotent and order-tolerant (cutoffs only move forward, flags keep the latest by event
 time), so a re-delivered or fanned-out mutation changes nothing.
+
+A revoked session (or token) refuses every token of it, and its entry may go once every
+such token has expired: so it must remember when it was revoked. It is held as one float,
+``REVOKED + revocation time`` (rounded up to the minute): above any real ``iat``, so the
+``iat <= cutoff`` check refuses every token as before, and nothing beyond the dict entry a
+revoked session took anyway (the float objects are shared per minute; a million revoked
+sessions matter here).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -33,6 +41,8 @@ __all__ = [
     "RevocationState",
     "SubjectState",
     "TokenSubjects",
+    "cutoff_time",
+    "is_revoked",
     "subject_key",
 ]
 
@@ -45,6 +55,46 @@ CLAIMS: Final = "claims"
 FIELDS: Final = frozenset({CUTOFF, DISABLED, NONCOMPLIANT, ASSURANCE, RISK, CLAIMS})
 _SEP: Final = "\x1f"
 _NEG_INF: Final = -math.inf
+#: A revoked session's cutoff is ``REVOKED + revocation time``: 2**52 s is far past any real
+#: ``iat`` (year ~142 million), and floats there still count whole seconds exactly.
+REVOKED: Final = 2.0**52
+
+
+#: Revocation times are kept to the minute (rounded up: never forgotten early).
+_GRAIN: Final = 60
+#: One float object per revocation minute, shared by every session revoked in it.
+_REVOKED_VALUES: dict[float, float] = {}
+
+
+def _revoked_value(at: float) -> float:
+    """The cutoff of a session revoked at ``at``."""
+    if not math.isfinite(at):
+        return math.inf  # no usable time: kept for good
+    value = REVOKED + max(0.0, float(math.ceil(at / _GRAIN) * _GRAIN))
+    shared = _REVOKED_VALUES.get(value)
+    if shared is None:
+        if len(_REVOKED_VALUES) >= 100_000:
+            _REVOKED_VALUES.clear()
+        shared = _REVOKED_VALUES[value] = value
+    return shared
+
+
+def is_revoked(cutoff: float) -> bool:
+    """Does this cutoff refuse every token (a revoked session or token)?"""
+    return cutoff >= REVOKED
+
+
+def cutoff_time(cutoff: float) -> float:
+    """When the entry was made: a cutoff's own time, or a revoked session's revocation time.
+    Past it by the longest token lifetime, the entry refuses no live token any more."""
+    return cutoff - REVOKED if cutoff >= REVOKED else cutoff
+
+
+def _as_cutoff(m: Mutation) -> float:
+    if m.value is None:
+        return _NEG_INF
+    value = float(m.value)
+    return _revoked_value(m.at) if value == math.inf else value
 
 
 def subject_key(subject: Subject) -> str:
@@ -92,9 +142,14 @@ class Mutation:
         if fld not in FIELDS:
             raise ValueError(f"unknown state field {fld!r}")
         value = data["value"]
+        at = float(data["at"])
         if fld == CUTOFF and value is not None:
             value = float(value)
-        return cls(parse_subject(data["subject"]), fld, value, float(data["at"]))
+            if value == math.inf and at == 0.0:
+                # Stored by the previous version without its time: taken as revoked now, so it
+                # is kept a whole retention from here.
+                at = float(math.ceil(time.time()))
+        return cls(parse_subject(data["subject"]), fld, value, at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +192,7 @@ class _Record:
     def apply(self, m: Mutation) -> bool:
         f, at = m.field, m.at
         if f == CUTOFF:
-            value = _NEG_INF if m.value is None else float(m.value)
+            value = _as_cutoff(m)
             if value > self.cutoff:
                 self.cutoff = value
                 return True
@@ -167,13 +222,20 @@ class _Record:
         """The record as mutations (its durable form; replaying them rebuilds it)."""
         s = self.subject
         if self.cutoff != _NEG_INF:
-            yield Mutation(s, CUTOFF, self.cutoff if math.isfinite(self.cutoff) else "inf", 0.0)
+            yield _cutoff_mutation(s, self.cutoff)
         for f in (DISABLED, NONCOMPLIANT, ASSURANCE, RISK):
             cur = getattr(self, f)
             if cur is not None:
                 yield Mutation(s, f, cur[0], cur[1])
         for name, (v, at) in (self.claims or {}).items():
             yield Mutation(s, CLAIMS, {name: v}, at)
+
+
+def _cutoff_mutation(subject: Subject, cutoff: float) -> Mutation:
+    """A cutoff's durable form; a revoked session keeps its revocation time in ``at``."""
+    if cutoff >= REVOKED:
+        return Mutation(subject, CUTOFF, "inf", cutoff_time(cutoff) if math.isfinite(cutoff) else 0.0)
+    return Mutation(subject, CUTOFF, cutoff, 0.0)
 
 
 class _View:
@@ -321,14 +383,14 @@ class RevocationState:
             changed = self._complex_record(subject).apply(m)
         elif m.field == CUTOFF:
             key = subject_key(subject)
-            value = _NEG_INF if m.value is None else float(m.value)
+            value = _as_cutoff(m)
             old = self.cutoffs.get(key, _NEG_INF)
             changed = value > old
             if changed:
-                self.cutoffs[key] = math.inf if value == math.inf else value
+                self.cutoffs[key] = value
                 if old == _NEG_INF:
                     self.total_cutoffs += 1
-                if value == math.inf:
+                if value >= REVOKED > old:
                     self.total_revoked += 1
         else:
             key = subject_key(subject)
@@ -356,18 +418,24 @@ class RevocationState:
         return entry.record
 
     def prune_cutoffs(self, before: float) -> tuple[list[str], list[Subject]]:
-        """Forget finite cutoffs older than ``before`` (every token they refuse has expired).
+        """Forget cutoffs and revoked sessions made before ``before`` (the caller's bound:
+        every token they could refuse has expired by then).
 
-        Session revocations (infinite cutoffs) are kept. Returns the simple keys that lost
-        their cutoff, and the complex subjects whose cutoff was reset.
+        Returns the simple keys that lost their cutoff, and the complex subjects whose cutoff
+        was reset.
         """
-        dead = [k for k, v in self.cutoffs.items() if v < before]
+        limit = REVOKED + before  # a revoked session made before ``before`` sits below it
+        dead = [k for k, v in self.cutoffs.items() if v < before or REVOKED <= v < limit]
+        revoked = 0
         for k in dead:
-            del self.cutoffs[k]
+            if self.cutoffs.pop(k) >= REVOKED:
+                revoked += 1
         self.total_cutoffs -= len(dead)
+        self.total_revoked -= revoked
         reset = []
         for entry in self.complex.values():
-            if entry.record.cutoff != _NEG_INF and entry.record.cutoff < before:
+            cut = entry.record.cutoff
+            if cut != _NEG_INF and cutoff_time(cut) < before:
                 entry.record.cutoff = _NEG_INF
                 reset.append(entry.record.subject)
         if dead or reset:
@@ -416,7 +484,7 @@ class RevocationState:
         out: list[Mutation] = []
         cut = self.cutoffs.get(key)
         if cut is not None:
-            out.append(Mutation(subject, CUTOFF, cut if math.isfinite(cut) else "inf", 0.0))
+            out.append(_cutoff_mutation(subject, cut))
         rec = self.records.get(key)
         if rec is not None:
             out.extend(rec.mutations())

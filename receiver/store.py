@@ -124,8 +124,12 @@ class StateStore(Protocol):
     async def lookup_jti(self, jti: str) -> bytes | None:
         """The stored digest of a jti, or None (asked only when memory overflowed)."""
 
-    async def forget(self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]]) -> None:
-        """Delete the subjects ``keys``; rewrite ``snapshots`` (subject facts after pruning)."""
+    async def forget(
+        self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]], before: float | None = None
+    ) -> None:
+        """Pruning: delete the subjects ``keys``; rewrite ``snapshots`` (subject facts after
+        pruning). ``before``: only cutoffs made before it go (a shared store may hold newer
+        ones another instance wrote meanwhile)."""
 
     def on_remote(self, listener: RemoteListener) -> None:
         """Register for changes made by other instances (shared stores only)."""
@@ -163,7 +167,9 @@ class MemoryStore:
     async def lookup_jti(self, jti: str) -> bytes | None:
         return None
 
-    async def forget(self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]]) -> None:
+    async def forget(
+        self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]], before: float | None = None
+    ) -> None:
         return None
 
     def on_remote(self, listener: RemoteListener) -> None:
@@ -204,6 +210,10 @@ _SQLITE_SUBJECT = (
 )
 
 
+def _untimed_revocation(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("value") == "inf" and item.get("at") in (0, 0.0)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -236,15 +246,27 @@ class SQLStore:
 
     async def load(self, state: RevocationState, jtis: JtiTracker) -> None:
         rows, seen = await asyncio.to_thread(self._read_all, time.time() - jtis.retention)
-        for (facts,) in rows:
-            for item in json.loads(facts):
-                state.apply(Mutation.from_json(item))
+        upgraded: dict[str, list[dict[str, Any]]] = {}
+        for key, facts in rows:
+            items = json.loads(facts)
+            subject = None
+            for item in items:
+                m = Mutation.from_json(item)
+                state.apply(m)
+                if _untimed_revocation(item):
+                    subject = m.subject
+            if subject is not None:
+                upgraded[key] = [m.to_json() for m in state.export(subject)]
         for jti, digest, at in seen:
             jtis.add(jti, bytes(digest), at)
+        if upgraded:
+            # The previous version stored revoked sessions without their time: store the one
+            # they were given now, so they are pruned a retention from here, not never.
+            await self.commit(WriteBatch(snapshots=upgraded, force=True))
 
     def _read_all(self, since: float) -> tuple[list[Any], list[Any]]:
         with self.engine.connect() as conn:
-            rows = list(conn.execute(select(subject_table.c.facts)))
+            rows = list(conn.execute(select(subject_table.c.key, subject_table.c.facts)))
             seen = list(
                 conn.execute(
                     select(jti_table.c.jti, jti_table.c.digest, jti_table.c.received_at)
@@ -351,7 +373,9 @@ class SQLStore:
         loaded = json.loads(data)
         return loaded if isinstance(loaded, dict) else None
 
-    async def forget(self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]]) -> None:
+    async def forget(
+        self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]], before: float | None = None
+    ) -> None:
         if keys:
 
             def run() -> None:

@@ -127,17 +127,26 @@ class CachedToken:
 
 
 def make_entry(
-    token: str, claims: dict[str, Any], *, kind: str, valid_until: float = math.inf
+    token: str,
+    claims: dict[str, Any],
+    *,
+    kind: str,
+    valid_until: float = math.inf,
+    max_lifetime: float | None = None,
 ) -> CachedToken:
+    """``max_lifetime``: a token expires that long after its ``iat`` at the latest, so a
+    revocation entry older than that refuses no live token and may be forgotten."""
     iat = claims.get("iat")
-    exp = claims.get("exp")
+    exp: float | None = float(claims["exp"]) if _num(claims.get("exp")) else None
+    if max_lifetime is not None and _num(iat):
+        exp = float(iat) + max_lifetime if exp is None else min(exp, float(iat) + max_lifetime)
     return CachedToken(
         token=token,
         claims=claims,
         subjects=TokenSubjects.from_claims(claims),
         # No iat: treat as issued long ago, so every cutoff refuses it (fail closed).
         iat=float(iat) if _num(iat) else 0.0,
-        exp=float(exp) if _num(exp) else None,
+        exp=exp,
         valid_until=valid_until,
         kind=kind,
     )
@@ -231,9 +240,11 @@ class JWTAccessTokenValidator:
         algorithms: Collection[str] = ("RS256", "PS256", "ES256", "EdDSA"),
         require_typ: bool = True,
         leeway: int = 30,
+        max_lifetime: float | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer
+        self.max_lifetime = max_lifetime
         self.jwks = jwks
         self.audience = audience
         self.algorithms = frozenset(algorithms) - {"none"}
@@ -271,7 +282,7 @@ class JWTAccessTokenValidator:
         if not isinstance(claims, dict):
             raise TokenInvalid("token payload invalid")
         self._check(claims)
-        return make_entry(token, claims, kind="jwt")
+        return make_entry(token, claims, kind="jwt", max_lifetime=self.max_lifetime)
 
     def _check(self, claims: dict[str, Any]) -> None:
         now = self.now()
@@ -308,9 +319,11 @@ class IntrospectionValidator:
         issuer: str | None = None,
         ttl: float = 60.0,
         negative_ttl: float = 5.0,
+        max_lifetime: float | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
+        self.max_lifetime = max_lifetime
         self.http = http
         self.auth = httpx.BasicAuth(client_id, client_secret or "") if client_id else None
         self.issuer = issuer
@@ -350,7 +363,9 @@ class IntrospectionValidator:
         until = now + self.ttl
         if _num(exp):
             until = min(until, float(exp))
-        return make_entry(token, claims, kind="introspection", valid_until=until)
+        return make_entry(
+            token, claims, kind="introspection", valid_until=until, max_lifetime=self.max_lifetime
+        )
 
 
 class CompositeValidator:

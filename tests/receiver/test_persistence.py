@@ -15,7 +15,7 @@ import sqlalchemy
 from receiver.core import Receiver
 from receiver.redis_store import RedisStore
 from receiver.settings import ReceiverSettings
-from receiver.state import CUTOFF, DISABLED, Mutation, RevocationState, TokenSubjects
+from receiver.state import CUTOFF, DISABLED, Mutation, RevocationState, TokenSubjects, is_revoked
 from receiver.store import JtiTracker, SQLStore, WriteBatch
 from ssf.events import DeviceComplianceChange, SessionRevoked
 from ssf.events.risc import AccountDisabled
@@ -195,7 +195,7 @@ async def test_old_cutoffs_are_forgotten_in_memory_and_storage(backend: str, tmp
     muts = [
         Mutation(old_user, CUTOFF, 100.0, 100),
         Mutation(new_user, CUTOFF, 900.0, 900),
-        Mutation(Subject.opaque("sess"), CUTOFF, math.inf, 50),
+        Mutation(Subject.opaque("sess"), CUTOFF, math.inf, 600),  # revoked after the bound: kept
         Mutation(both, CUTOFF, 100.0, 100),
         Mutation(both, DISABLED, True, 100),
         Mutation(cx, CUTOFF, 100.0, 100),
@@ -209,7 +209,7 @@ async def test_old_cutoffs_are_forgotten_in_memory_and_storage(backend: str, tmp
     assert await rcv.prune_state(before=500) == 3
     for state in (rcv.state, await _reload(store)):
         assert "i:i\x1fold" not in state.cutoffs and state.cutoffs["i:i\x1fnew"] == 900
-        assert state.cutoffs["o:sess"] == math.inf
+        assert is_revoked(state.cutoffs["o:sess"])
         assert state.records["i:i\x1fboth"].disabled == (True, 100)  # other facts stay
         assert "i:i\x1fboth" not in state.cutoffs
         entry = state.complex.get(cx.key)  # nothing left to remember about it after a reload

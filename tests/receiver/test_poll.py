@@ -13,6 +13,7 @@ from receiver.client import TransmitterError
 from receiver.core import Receiver
 from receiver.poll import Poller
 from receiver.settings import ReceiverSettings
+from receiver.state import is_revoked
 from receiver.store import MemoryStore
 from ssf.events import SessionRevoked
 from ssf.keys import KeySet, PublicKeys, generate_signing_key
@@ -44,7 +45,7 @@ def test_poll_applies_acks_and_reports_errors(polling: Running) -> None:
     polling.wait(lambda: {f"good-{i}" for i in range(25)} <= set(fake.acked), "acks of every good SET")
     polling.wait(lambda: "bad-1" in fake.set_errs, "setErrs for the refused SET")
     assert fake.set_errs["bad-1"]["err"] == "invalid_audience"
-    assert all(rcv.state.cutoffs[f"o:p-{i}"] == float("inf") for i in range(25))
+    assert all(is_revoked(rcv.state.cutoffs[f"o:p-{i}"]) for i in range(25))
     assert "o:p-bad" not in rcv.state.cutoffs
     # maxEvents honoured, so moreAvailable made the loop ask again at once.
     assert all(b.get("maxEvents") == 10 for b in fake.poll_bodies if b.get("maxEvents") != 0)
@@ -121,7 +122,7 @@ async def test_acks_survive_a_failed_request(tmp_path: Path) -> None:
     assert first.ack == [] and failed.ack == ["a"] and retried.ack == ["a"]
     assert retried.set_errs["b"].err == "invalid_request"
     assert set(client.urls) == {"https://tx.example/poll?stream_id=s1"}
-    assert rcv.state.cutoffs["o:x"] == float("inf")
+    assert is_revoked(rcv.state.cutoffs["o:x"])
 
 
 async def test_flush_acks_sends_an_acknowledge_only_request(tmp_path: Path) -> None:

@@ -1,0 +1,253 @@
+"""Pruning: a cutoff or revoked session is forgotten once every token it could refuse has
+expired (or is refused as older than TOKEN_MAX_LIFETIME anyway), in memory and in storage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from receiver.core import Receiver
+from receiver.redis_store import RedisStore
+from receiver.settings import ReceiverSettings
+from receiver.state import CUTOFF, DISABLED, Mutation, RevocationState, TokenSubjects, is_revoked, row_key
+from receiver.store import JtiTracker, SQLStore, StateStore, WriteBatch
+from receiver.tokens import make_entry
+from ssf.events import SessionRevoked
+from ssf.subjects import Subject, parse_subject
+from tests.receiver.conftest import run_receiver
+from tests.receiver.fake import FakeTransmitter
+from tests.support.services import require_redis
+
+ISS = "https://as.example"
+
+
+def _token(**claims: Any) -> TokenSubjects:
+    return TokenSubjects.from_claims({"iss": ISS, "sub": "u", **claims})
+
+
+def _user_token(sub: str, **claims: Any) -> TokenSubjects:
+    return TokenSubjects.from_claims({"iss": ISS, "sub": sub, **claims})
+
+
+def _facts(old: float, new: float) -> list[Mutation]:
+    """Session, token and complex-session revocations and a user cutoff, old and new."""
+    out = []
+    for tag, at in (("old", old), ("new", new)):
+        out += [
+            Mutation(Subject.opaque(f"sid-{tag}"), CUTOFF, math.inf, at),
+            Mutation(
+                parse_subject({"format": "jwt_id", "iss": ISS, "jti": f"jti-{tag}"}), CUTOFF, math.inf, at
+            ),
+            Mutation(
+                Subject.complex(user=Subject.iss_sub(ISS, f"cx-{tag}"), session=Subject.opaque(f"cs-{tag}")),
+                CUTOFF,
+                math.inf,
+                at,
+            ),
+            Mutation(Subject.iss_sub(ISS, f"user-{tag}"), CUTOFF, at, at),
+        ]
+    return out
+
+
+def _revoked(state: RevocationState, tag: str, iat: float) -> list[bool]:
+    return [
+        state.evaluate(_token(sid=f"sid-{tag}"), iat).revoked,
+        state.evaluate(_token(jti=f"jti-{tag}"), iat).revoked,
+        state.evaluate(_user_token(f"cx-{tag}", sid=f"cs-{tag}"), iat).revoked,
+        state.evaluate(_user_token(f"user-{tag}"), iat).revoked,
+    ]
+
+
+def test_revoked_sessions_and_cutoffs_are_pruned_by_their_event_time() -> None:
+    state = RevocationState()
+    for m in _facts(100.0, 900.0):
+        assert state.apply(m)
+    assert state.counts()["revoked_sessions"] == 4 and state.counts()["cutoffs"] == 2
+    # A revoked session refuses every token of the session, whenever it was issued.
+    assert _revoked(state, "old", 10**9) == [True, True, True, False]
+    assert _revoked(state, "old", 50) == [True, True, True, True]
+    dead, reset = state.prune_cutoffs(before=500)
+    assert sorted(dead) == sorted(["o:sid-old", f"j:{ISS}\x1fjti-old", f"i:{ISS}\x1fuser-old"])
+    assert [s.key for s in reset] == [_facts(100, 900)[2].subject.key]
+    assert _revoked(state, "old", 50) == [False] * 4
+    assert _revoked(state, "new", 50) == [True] * 4  # younger than the bound: all kept
+    assert state.counts()["revoked_sessions"] == 2 and state.counts()["cutoffs"] == 1
+    assert state.prune_cutoffs(before=900) == ([], [])  # an entry at the bound itself stays
+    assert len(state.prune_cutoffs(before=901)[0]) == 3
+
+
+def test_a_later_revocation_of_the_same_session_keeps_it_longer() -> None:
+    state = RevocationState()
+    sid = Subject.opaque("again")
+    assert state.apply(Mutation(sid, CUTOFF, math.inf, 100))
+    assert state.apply(Mutation(sid, CUTOFF, math.inf, 800))
+    assert not state.apply(Mutation(sid, CUTOFF, math.inf, 300))  # order-tolerant
+    assert not state.apply(Mutation(sid, CUTOFF, 5000.0, 5000))  # a cutoff never undoes it
+    assert state.counts()["revoked_sessions"] == 1
+    assert state.prune_cutoffs(before=500) == ([], [])
+    assert is_revoked(state.cutoffs["o:again"])
+    (m,) = state.export(sid)
+    assert m.to_json()["value"] == "inf" and m.at == 840  # 800 rounded up to the minute
+
+
+def test_export_keeps_the_revocation_time_and_legacy_rows_are_kept_a_full_retention() -> None:
+    state = RevocationState()
+    subject = Subject.opaque("exp")
+    state.apply(Mutation(subject, CUTOFF, math.inf, 1234.5))
+    again = RevocationState()
+    for m in state.export(subject):
+        again.apply(Mutation.from_json(json.loads(json.dumps(m.to_json()))))
+    assert again.cutoffs == state.cutoffs
+    assert again.prune_cutoffs(1260) == ([], [])  # revoked at 1234.5: kept to the next minute
+    assert again.prune_cutoffs(1261) == (["o:exp"], [])
+    # The previous version stored revoked sessions with no time ("at": 0): unknown, so it is
+    # taken as revoked now and kept a whole retention from here.
+    legacy = Mutation.from_json({"subject": subject.to_dict(), "field": "cutoff", "value": "inf", "at": 0})
+    assert legacy.at >= time.time() - 5
+
+
+def test_retention_defaults_to_the_longest_token_life_and_cannot_go_below_it() -> None:
+    s = ReceiverSettings(database_url="memory")
+    assert s.state_retention is None and s.token_max_lifetime == 86400
+    assert s.effective_state_retention == s.token_max_lifetime + s.token_leeway
+    assert ReceiverSettings(database_url="memory", state_retention=10**8).effective_state_retention == 10**8
+    with pytest.raises(ValidationError, match="STATE_RETENTION"):
+        ReceiverSettings(database_url="memory", token_max_lifetime=3600, state_retention=3600)
+
+
+def test_tokens_older_than_the_longest_lifetime_expire() -> None:
+    """What makes pruning safe: a token issued before a pruned entry's time is refused anyway."""
+    now = time.time()
+    long = make_entry("t", {"iat": now - 100, "exp": now + 10**6}, kind="jwt", max_lifetime=3600)
+    assert long.exp == now - 100 + 3600
+    short = make_entry("t", {"iat": now, "exp": now + 60}, kind="jwt", max_lifetime=3600)
+    assert short.exp == now + 60
+    no_exp = make_entry("t", {"iat": now}, kind="introspection", max_lifetime=3600)
+    assert no_exp.exp == now + 3600
+    assert make_entry("t", {"iat": now}, kind="jwt").exp is None  # no bound configured
+
+
+def test_an_old_long_lived_token_is_refused(fake: FakeTransmitter, tmp_path: Path) -> None:
+    with run_receiver(fake, tmp_path, token_max_lifetime=600, token_leeway=0, verify_on_start=False) as rcv:
+        fresh = fake.mint("lena", lifetime=86400)
+        assert rcv.whoami(fresh).status_code == 200
+        old = fake.mint("lena", iat=int(time.time()) - 700, lifetime=86400)
+        resp = rcv.whoami(old)
+        assert resp.status_code == 401 and "invalid_token" in resp.headers["www-authenticate"]
+
+
+async def _reload(store: StateStore) -> RevocationState:
+    state = RevocationState()
+    await store.load(state, JtiTracker(100))
+    return state
+
+
+@pytest.mark.parametrize("backend", ["sql", "redis"])
+async def test_pruning_reaches_the_store(backend: str, tmp_path: Path) -> None:
+    store: StateStore
+    if backend == "sql":
+        store = SQLStore(f"sqlite:///{tmp_path}/p.db")
+    else:
+        store = RedisStore(require_redis(), namespace="ssf-test-" + secrets.token_hex(4))
+    rcv = Receiver(ReceiverSettings(database_url="memory"), store=store)
+    await rcv.open()
+    try:
+        facts = [*_facts(100.0, 900.0), Mutation(Subject.opaque("sid-old"), DISABLED, True, 100)]
+        batch = WriteBatch(mutations=[m for m in facts if rcv.state.apply(m)])
+        for m in batch.mutations:
+            batch.snapshots[row_key(m.subject)] = [x.to_json() for x in rcv.state.export(m.subject)]
+        await store.commit(batch)
+        assert _revoked(await _reload(store), "old", 50) == [True] * 4
+        assert await rcv.prune_state(before=500) == 4
+        for state in (rcv.state, await _reload(store)):
+            assert _revoked(state, "old", 50) == [False] * 4
+            assert _revoked(state, "new", 50) == [True] * 4
+            assert state.records["o:sid-old"].disabled == (True, 100)  # not time-bounded: kept
+            assert state.counts()["revoked_sessions"] == 2
+        if backend == "sql":
+            with sqlite3.connect(tmp_path / "p.db") as conn:
+                keys = {k for (k,) in conn.execute("SELECT key FROM ssf_receiver_subject")}
+            assert f"j:{ISS}\x1fjti-old" not in keys and "o:sid-new" in keys
+    finally:
+        if isinstance(store, RedisStore):
+            await store.clear()
+        await rcv.stop()
+
+
+async def test_redis_pruning_keeps_a_newer_fact_another_instance_wrote() -> None:
+    url, ns = require_redis(), "ssf-test-" + secrets.token_hex(4)
+    one, two = RedisStore(url, namespace=ns), RedisStore(url, namespace=ns)
+    rcv = Receiver(ReceiverSettings(database_url="memory"), store=one)
+    await rcv.open()
+    await two.open()
+    try:
+        user = Subject.iss_sub(ISS, "raced")
+        old = Mutation(user, CUTOFF, 100.0, 100)
+        rcv.state.apply(old)
+        await one.commit(WriteBatch(mutations=[old]))
+        # Another instance applies a new cutoff; this one prunes before hearing of it.
+        new = Mutation(user, CUTOFF, time.time(), time.time())
+        await two.commit(WriteBatch(mutations=[new]))
+        rcv.state.cutoffs.pop(row_key(user), None)
+        rcv.state.apply(old)
+        assert await rcv.prune_state(before=500) == 1
+        state = await _reload(two)
+        assert state.cutoffs[row_key(user)] == new.value
+    finally:
+        await one.clear()
+        await two.close()
+        await rcv.stop()
+
+
+async def test_sql_rows_of_the_previous_version_are_upgraded_on_load(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/legacy.db"
+    store = SQLStore(url)
+    await store.open()
+    subject = Subject.opaque("legacy-sid")
+    row = [{"subject": subject.to_dict(), "field": "cutoff", "value": "inf", "at": 0.0}]
+    await store.commit(WriteBatch(snapshots={row_key(subject): row}, force=True))
+    before = time.time()
+    state = await _reload(store)
+    assert is_revoked(state.cutoffs["o:legacy-sid"])
+    assert state.prune_cutoffs(before - 1) == ([], [])  # revoked "now", not in 1970
+    await store.close()
+    with sqlite3.connect(tmp_path / "legacy.db") as conn:
+        (facts,) = conn.execute("SELECT facts FROM ssf_receiver_subject").fetchone()
+    assert json.loads(facts)[0]["at"] >= before - 1  # written back with the time it was given
+
+
+def test_the_maintenance_loop_prunes(fake: FakeTransmitter, tmp_path: Path) -> None:
+    settings: dict[str, Any] = {
+        "token_max_lifetime": 60,
+        "token_leeway": 0,
+        "jti_retention": 60,
+        "verify_on_start": False,
+    }
+    with run_receiver(fake, tmp_path, **settings) as rcv:
+        long_ago = int(time.time()) - 3600
+        stale = fake.sign(Subject.opaque("stale"), SessionRevoked(event_timestamp=long_ago))
+        assert rcv.push(stale).status_code == 202
+        assert rcv.push(fake.sign(Subject.opaque("fresh"), SessionRevoked())).status_code == 202
+        assert is_revoked(rcv.receiver.state.cutoffs["o:stale"])
+        rcv.wait(lambda: "o:stale" not in rcv.receiver.state.cutoffs, "the maintenance loop", timeout=20)
+        assert is_revoked(rcv.receiver.state.cutoffs["o:fresh"])
+    state = asyncio.run(_reload_sql(f"sqlite:///{tmp_path}/receiver.db"))
+    assert "o:stale" not in state.cutoffs and is_revoked(state.cutoffs["o:fresh"])
+
+
+async def _reload_sql(url: str) -> RevocationState:
+    store = SQLStore(url)
+    await store.open()
+    try:
+        return await _reload(store)
+    finally:
+        await store.close()
