@@ -192,11 +192,21 @@ class RedisStore:
         A field is ``cutoff:{event time}``: with ``before``, only those made before it go, so a
         newer cutoff or revocation another instance wrote meanwhile stays.
         """
-        for key in [*keys, *snapshots]:
-            name = f"{self.ns}:s:{key}"
-            fields = [f for f in await self.redis.hkeys(name) if _prunable(f, before)]
-            if fields:
-                await self.redis.hdel(name, *fields)
+        names = [f"{self.ns}:s:{key}" for key in [*keys, *snapshots]]
+        for i in range(0, len(names), 500):  # pipelined: a day of revocations is many keys
+            chunk = names[i : i + 500]
+            read = self.redis.pipeline(transaction=False)
+            for name in chunk:
+                read.hkeys(name)
+            drop = self.redis.pipeline(transaction=False)
+            dropping = False
+            for name, fields in zip(chunk, await read.execute(), strict=True):
+                old = [f for f in fields if _prunable(f, before)]
+                if old:
+                    drop.hdel(name, *old)
+                    dropping = True
+            if dropping:
+                await drop.execute()
 
     async def lookup_jti(self, jti: str) -> bytes | None:
         value = await self.redis.get(f"{self.ns}:j:{jti}")
