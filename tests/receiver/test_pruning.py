@@ -4,15 +4,17 @@ expired (or is refused as older than TOKEN_MAX_LIFETIME anyway), in memory and i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import secrets
-import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from pydantic import ValidationError
 
 from receiver.core import Receiver
@@ -25,7 +27,7 @@ from ssf.events import SessionRevoked
 from ssf.subjects import Subject, parse_subject
 from tests.receiver.conftest import run_receiver
 from tests.receiver.fake import FakeTransmitter
-from tests.support.services import require_redis
+from tests.support.services import require_postgres, require_redis
 
 ISS = "https://as.example"
 
@@ -151,12 +153,43 @@ async def _reload(store: StateStore) -> RevocationState:
     return state
 
 
+@contextlib.contextmanager
+def _pg_schema() -> Iterator[str]:
+    base = require_postgres()
+    schema = "rcv_prune_" + secrets.token_hex(4)
+    engine = sqlalchemy.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/p.db"
+        return
+    with _pg_schema() as url:
+        yield url
+
+
+def _stored_keys(store: SQLStore) -> set[str]:
+    with store.engine.connect() as conn:
+        return {k for (k,) in conn.execute(sqlalchemy.text("SELECT key FROM ssf_receiver_subject"))}
+
+
 @pytest.mark.parametrize("backend", ["sql", "redis"])
-async def test_pruning_reaches_the_store(backend: str, tmp_path: Path) -> None:
+async def test_pruning_reaches_the_store(backend: str, sql_url: str) -> None:
     store: StateStore
     if backend == "sql":
-        store = SQLStore(f"sqlite:///{tmp_path}/p.db")
+        store = SQLStore(sql_url)
     else:
+        if not sql_url.startswith("sqlite"):
+            pytest.skip("one Redis run is enough")
         store = RedisStore(require_redis(), namespace="ssf-test-" + secrets.token_hex(4))
     rcv = Receiver(ReceiverSettings(database_url="memory"), store=store)
     await rcv.open()
@@ -173,9 +206,8 @@ async def test_pruning_reaches_the_store(backend: str, tmp_path: Path) -> None:
             assert _revoked(state, "new", 50) == [True] * 4
             assert state.records["o:sid-old"].disabled == (True, 100)  # not time-bounded: kept
             assert state.counts()["revoked_sessions"] == 2
-        if backend == "sql":
-            with sqlite3.connect(tmp_path / "p.db") as conn:
-                keys = {k for (k,) in conn.execute("SELECT key FROM ssf_receiver_subject")}
+        if isinstance(store, SQLStore):
+            keys = _stored_keys(store)
             assert f"j:{ISS}\x1fjti-old" not in keys and "o:sid-new" in keys
     finally:
         if isinstance(store, RedisStore):
@@ -208,9 +240,8 @@ async def test_redis_pruning_keeps_a_newer_fact_another_instance_wrote() -> None
         await rcv.stop()
 
 
-async def test_sql_rows_of_the_previous_version_are_upgraded_on_load(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/legacy.db"
-    store = SQLStore(url)
+async def test_sql_rows_of_the_previous_version_are_upgraded_on_load(sql_url: str) -> None:
+    store = SQLStore(sql_url)
     await store.open()
     subject = Subject.opaque("legacy-sid")
     row = [{"subject": subject.to_dict(), "field": "cutoff", "value": "inf", "at": 0.0}]
@@ -219,9 +250,9 @@ async def test_sql_rows_of_the_previous_version_are_upgraded_on_load(tmp_path: P
     state = await _reload(store)
     assert is_revoked(state.cutoffs["o:legacy-sid"])
     assert state.prune_cutoffs(before - 1) == ([], [])  # revoked "now", not in 1970
+    with store.engine.connect() as conn:
+        facts = conn.execute(sqlalchemy.text("SELECT facts FROM ssf_receiver_subject")).scalar_one()
     await store.close()
-    with sqlite3.connect(tmp_path / "legacy.db") as conn:
-        (facts,) = conn.execute("SELECT facts FROM ssf_receiver_subject").fetchone()
     assert json.loads(facts)[0]["at"] >= before - 1  # written back with the time it was given
 
 
