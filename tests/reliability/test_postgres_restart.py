@@ -247,3 +247,61 @@ def test_postgresql_restarted_and_stopped_repeatedly(tmp_path: Path) -> None:
     with pg_cluster() as pg:
         figures = _restart_run(pg, tmp_path, restarts=5, stops=3, stop_seconds=5, publishers=3)
         assert figures.published >= 200
+
+
+@pytest.mark.skipif(not CHAOS, reason="long form: set SSF_CHAOS=1 (make chaos)")
+def test_long_polls_wake_across_instances_after_restarts(tmp_path: Path) -> None:
+    """Before any fault, after each restart and after a stop/start, a long poll held on one
+    instance wakes for the first publish through the other: only NOTIFY on the re-established
+    connections can wake it (the re-check interval is longer than the long poll)."""
+    env = {"SSF_TRANSMITTER_WORKER_POLL_INTERVAL": "60", "SSF_TRANSMITTER_LONG_POLL_TIMEOUT": "20"}
+    with pg_cluster() as pg, httpx.Client(timeout=40) as http:
+        cluster = TxCluster(pg.url, None, tmp_path, 2, env)
+        cluster.prepare()
+        try:
+            cluster.start_all()
+            sid = cluster.create_poll_stream(http, 0)
+            auth = {"Authorization": f"Bearer {cluster.receiver_token}"}
+            for fault in ("none", "restart", "stop", "restart"):
+                if fault == "restart":
+                    pg.restart("fast")
+                elif fault == "stop":
+                    pg.stop("fast")
+                    time.sleep(3)
+                    pg.start()
+                wait_until(
+                    lambda: all(_ready(cluster, i).status_code == 200 for i in range(cluster.n)),
+                    timeout=30,
+                    what="readyz 200 on every instance",
+                )
+                wait_until(lambda: _listening(pg) >= cluster.n, timeout=30, what="LISTEN re-established")
+                result: dict[str, object] = {}
+
+                def long_poll(out: dict[str, object] = result) -> None:
+                    r = http.post(
+                        cluster.url(1) + f"/ssf/poll/{sid}",
+                        headers=auth,
+                        json={"maxEvents": 10, "returnImmediately": False},
+                    )
+                    out["status"], out["body"], out["at"] = r.status_code, r.json(), time.monotonic()
+
+                t = threading.Thread(target=long_poll)
+                t.start()
+                time.sleep(1.0)  # the long poll is registered and waiting
+                r = cluster.publish(http, 0, f"{fault}@example.com")
+                assert r.status_code == 202, r.text
+                published_at, jti = time.monotonic(), r.json()["jti"][sid]
+                t.join(30)
+                assert result["status"] == 200 and jti in result["body"]["sets"], result  # type: ignore[index,operator]
+                woke = float(result["at"]) - published_at  # type: ignore[arg-type]
+                assert woke < 10, (
+                    f"{fault}: the long poll waited {woke:.1f}s: woken by its timeout, not NOTIFY"
+                )
+                ack = http.post(
+                    cluster.url(0) + f"/ssf/poll/{sid}",
+                    headers=auth,
+                    json={"ack": [jti], "returnImmediately": True},
+                )
+                assert ack.status_code == 200, ack.text
+        finally:
+            cluster.stop_all()
