@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,3 +205,63 @@ def test_redis_stopped_and_started_receivers_enforce_locally_say_so_and_recover(
 def test_redis_restarted_repeatedly(tmp_path: Path, how: str, persistent: bool) -> None:
     with redis_server(tmp_path / "redis", persistent=persistent) as redis, fake_transmitter() as fake:
         _outage_and_recovery(redis, fake, tmp_path, how=how, rounds=5)
+
+
+@pytest.mark.skipif(not CHAOS, reason="long form: set SSF_CHAOS=1 (make chaos)")
+def test_pushes_through_redis_kills_202_means_stored(tmp_path: Path) -> None:
+    """Revocations pushed to two instances while a persistent Redis is SIGKILLed and started
+    again, each SET retried on 503 like a transmitter does: at the end every instance,
+    and a new one starting from Redis, refuses every token whose SET was answered 202."""
+    with redis_server(tmp_path / "redis", persistent=True) as redis, fake_transmitter() as fake:
+        common = {
+            "redis_url": redis.url,
+            "redis_namespace": "rel-" + secrets.token_hex(4),
+            "verify_on_start": False,
+            "store_retry_interval": 0.2,
+        }
+        with (
+            run_receiver(fake, tmp_path / "a", **common) as a,
+            run_receiver(fake, tmp_path / "b", **common) as b,
+        ):
+            stop = threading.Event()
+            accepted: list[str] = []
+            answers: Counter[int] = Counter()
+
+            def pusher() -> None:
+                k = 0
+                while not stop.is_set():
+                    sid = f"rk-{k}"
+                    token = fake.sign(Subject.opaque(sid), SessionRevoked())
+                    for attempt in range(200):  # a transmitter retries until stored
+                        r = (a, b)[(k + attempt) % 2].push(token)
+                        answers[r.status_code] += 1
+                        if r.status_code == 202:
+                            accepted.append(sid)
+                            break
+                        assert r.status_code == 503, r.text
+                        time.sleep(0.05)
+                    k += 1
+
+            thread = threading.Thread(target=pusher)
+            thread.start()
+            try:
+                for _ in range(4):
+                    time.sleep(1.0)
+                    redis.stop("kill")
+                    time.sleep(1.0)
+                    redis.start()
+                time.sleep(1.0)
+            finally:
+                stop.set()
+                thread.join(60)
+            assert answers[503] > 0 and len(accepted) >= 10, answers
+            for r in (a, b):
+                wait_until(lambda r=r: not _degraded(r), timeout=15, what="recovered")
+            tokens = [fake.mint("kim", sid=sid) for sid in accepted]
+            for r in (a, b):
+                for t in tokens:
+                    r.wait(lambda t=t, r=r: r.whoami(t).status_code == 401, "every accepted SET everywhere")
+        with run_receiver(fake, tmp_path / "c", **common) as c:
+            refused = sum(1 for t in tokens if c.whoami(t).status_code == 401)
+            assert refused == len(tokens), f"a new instance refuses {refused} of {len(tokens)}"
+        print(f"redis kill x4 under pushes: answers={dict(answers)} accepted={len(accepted)}")
