@@ -22,7 +22,7 @@ from ssf import uris
 from ssf.events import SessionRevoked
 from ssf.subjects import Subject
 from tests.receiver.conftest import Running, run_receiver
-from tests.receiver.fake import FakeTransmitter
+from tests.receiver.fake import CLIENT_ID, CLIENT_SECRET, FakeTransmitter
 from tests.support.services import free_port, require_redis, serve
 
 Show = Literal["clear", "hidden", "masked"]
@@ -276,3 +276,54 @@ def test_secret_file_location_and_creation(tmp_path: Path) -> None:
     made = load_secret(path, create=True)
     assert made and load_secret(path, create=True) == made
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_streams_replace_decrypts_the_stored_credential(
+    transmitter: Showing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ssf receiver streams replace` must send the credential again: with the receiver's
+    secret it decrypts it; with another it says so and sends nothing."""
+    from typer.testing import CliRunner
+
+    from receiver.cli import app
+
+    db = f"sqlite:///{tmp_path}/cli.db"
+    sid = "stream_cli"
+    transmitter.streams[sid] = transmitter._config(sid, {"events_requested": [SessionRevoked.event_type]})
+    secret = tmp_path / "receiver.secret"
+    box = CredentialBox(load_secret(secret, create=True) or b"")
+    cred = PushCredential.generate()
+
+    async def save() -> None:
+        store = SQLStore(db)
+        await store.open()
+        await store.save_stream(
+            transmitter.issuer, {**transmitter.streams[sid], "_receiver": cred.to_record(box)}
+        )
+        await store.close()
+
+    asyncio.run(save())
+    for name, value in {
+        "TRANSMITTER_ISSUER": transmitter.issuer,
+        "DEV_MODE": "true",
+        "CLIENT_ID": CLIENT_ID,
+        "CLIENT_SECRET": CLIENT_SECRET,
+        "DATABASE_URL": db,
+        "PUSH_URL": "http://127.0.0.1:9/ssf/push",
+        "SECRET_FILE": str(secret),
+    }.items():
+        monkeypatch.setenv(f"SSF_RECEIVER_{name}", value)
+
+    def puts() -> list[Any]:
+        return [body for method, _, body in transmitter.requests if method == "PUT"]
+
+    result = CliRunner().invoke(app, ["streams", "replace", "--json"])
+    assert result.exit_code == 0, result.output
+    assert puts()[-1]["delivery"]["authorization_header"] == cred.value
+    other = tmp_path / "other.secret"
+    load_secret(other, create=True)
+    monkeypatch.setenv("SSF_RECEIVER_SECRET_FILE", str(other))
+    result = CliRunner().invoke(app, ["streams", "replace"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot be decrypted with this receiver's secret" in result.output
+    assert len(puts()) == 1  # nothing sent without the credential
