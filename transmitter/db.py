@@ -27,6 +27,7 @@ __all__ = [
     "StreamRow",
     "SubjectRow",
     "make_engine",
+    "relax_commit",
 ]
 
 #: Outbox states. pending: waiting for push or poll; delivered: push answered 202 / poll acked;
@@ -135,6 +136,19 @@ def begin(engine: Engine) -> Iterator[Connection]:
         return
     with lock, engine.begin() as conn:
         yield conn
+
+
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
+
+
+def relax_commit(conn: Connection) -> None:
+    """For a transaction whose writes may be lost in a database crash without harm: delivery
+    bookkeeping (a SET marked delivered or acknowledged goes back to pending and is sent again;
+    receivers dedupe by ``jti``) and a stream's activity time. On PostgreSQL its commit then
+    does not wait for the WAL flush, which otherwise sits between a new SET and its delivery;
+    SQLite's WAL mode with ``synchronous=NORMAL`` does not wait for one anyway."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_ASYNC_COMMIT)
 
 
 def make_engine(settings: TransmitterSettings) -> Engine:

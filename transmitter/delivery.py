@@ -32,7 +32,7 @@ import aiohttp
 from sqlalchemy import bindparam, exists, func, or_, select, update
 
 from ssf import uris
-from transmitter.db import DELIVERED, PENDING, REJECTED, begin, outbox_t, stream_t
+from transmitter.db import DELIVERED, PENDING, REJECTED, begin, outbox_t, relax_commit, stream_t
 from transmitter.service import Transmitter
 from transmitter.ssrf import GuardedResolver
 
@@ -288,10 +288,13 @@ class DeliveryWorker:
         out, and take the next batch with its stream's settings: one transaction, two or three
         statements per batch."""
         now = time.time()
+        renew = now - self._renewed.get(sid, 0.0) > self.s.lease_seconds / 3
         with begin(self.tx.engine) as conn:
             if delivered:
+                if not renew:  # a lease renewal must be durable: leases keep instances apart
+                    relax_commit(conn)
                 conn.execute(self._q_delivered, {"ids": delivered, "now": now})
-            if now - self._renewed.get(sid, 0.0) > self.s.lease_seconds / 3:
+            if renew:
                 renewed = conn.execute(self._q_renew, {"sid": sid, "until": now + self.s.lease_seconds})
                 if not renewed.rowcount:
                     return None
@@ -307,6 +310,7 @@ class DeliveryWorker:
         if not ids:
             return
         with begin(self.tx.engine) as conn:
+            relax_commit(conn)
             conn.execute(self._q_delivered, {"ids": ids, "now": time.time()})
 
     def _mark_rejected(self, row_id: int, detail: dict[str, Any]) -> None:

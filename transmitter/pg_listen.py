@@ -8,26 +8,34 @@ worker picks up work without waiting for its next ``worker_poll_interval``. Post
 delivers a notification to the session that sent it: a listener skips its own ``origin``,
 whose waiters were woken in-process at commit (an echo would cost each publish a second
 wake-up, and a long poll a second database query).
+
+The NOTIFY is sent after the commit, on a connection of its own with ``synchronous_commit``
+off (:class:`PgAnnouncer`), not inside the transaction that queued the SETs: PostgreSQL (up to
+17) serialises every committing transaction that issued a NOTIFY on one lock held through its
+WAL flush, so publishes on several instances (or threads) could not share a flush and their
+throughput did not grow with instances. A notification is only a wake-up: if one is lost (a
+crash between the commit and the NOTIFY), the other instances find the SETs on their next
+``worker_poll_interval``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 import psycopg
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from transmitter.notify import Notifier
 from transmitter.settings import TransmitterSettings
 
-__all__ = ["PgListener", "channel_name", "pg_notify"]
+__all__ = ["PgAnnouncer", "PgListener", "channel_name"]
 
 log = logging.getLogger("transmitter.pg_listen")
 _MAX_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
-_NOTIFY = text("SELECT pg_notify(:ch, :p)")
 
 
 def channel_name(settings: TransmitterSettings) -> str:
@@ -35,14 +43,56 @@ def channel_name(settings: TransmitterSettings) -> str:
     return "ssf_outbox_" + (settings.database_schema or "public")
 
 
-def pg_notify(conn: Connection, channel: str, ids: Iterable[str], origin: str = "") -> None:
-    """Queue a notification in the caller's transaction: PostgreSQL delivers it at commit."""
-    payload = ",".join(sorted(set(ids)))
-    if not payload:
-        return
-    if len(payload) > _MAX_PAYLOAD:
-        payload = "*"
-    conn.execute(_NOTIFY, {"ch": channel, "p": f"{origin}:{payload}"})
+def _payload(ids: Iterable[str], origin: str) -> str:
+    joined = ",".join(sorted(set(ids)))
+    if len(joined) > _MAX_PAYLOAD:
+        joined = "*"
+    return f"{origin}:{joined}"
+
+
+def _dsn(engine: Engine) -> str:
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PgAnnouncer:
+    """Sends the NOTIFYs of one process after its commits, on one autocommit connection.
+
+    Thread-safe (publishing runs on worker threads); a failure is logged and the connection
+    opened again on the next call: a wake-up is never worth failing a publish for.
+    """
+
+    def __init__(self, engine: Engine, settings: TransmitterSettings, origin: str) -> None:
+        self._dsn = _dsn(engine)
+        self._channel = channel_name(settings)
+        self._origin = origin
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def send(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        payload = _payload(ids, self._origin)
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=2)
+                    # A NOTIFY-only transaction: nothing to wait for on disk (see module doc).
+                    self._conn.execute("SET synchronous_commit TO off")
+                self._conn.execute("SELECT pg_notify(%s, %s)", (self._channel, payload))
+            except psycopg.Error:
+                log.warning("NOTIFY failed; other instances poll for the SETs", exc_info=True)
+                self._drop()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
 
 
 class PgListener:
@@ -51,8 +101,7 @@ class PgListener:
     def __init__(
         self, engine: Engine, settings: TransmitterSettings, notifier: Notifier, origin: str = ""
     ) -> None:
-        url = engine.url.set(drivername="postgresql")
-        self._dsn = url.render_as_string(hide_password=False)
+        self._dsn = _dsn(engine)
         self._channel = channel_name(settings)
         self._notifier = notifier
         self._origin = origin

@@ -24,11 +24,21 @@ from ssf.stream import AddSubjectRequest, RemoveSubjectRequest, StreamRequest
 from ssf.subjects import Subject, parse_subject
 from transmitter import outbox
 from transmitter.auth import Authenticator, Principal
-from transmitter.db import EXPIRED, PENDING, begin, create_schema, make_engine, outbox_t, stream_t, subject_t
+from transmitter.db import (
+    EXPIRED,
+    PENDING,
+    begin,
+    create_schema,
+    make_engine,
+    outbox_t,
+    relax_commit,
+    stream_t,
+    subject_t,
+)
 from transmitter.errors import Conflict, NotFound, TooManyRequests
 from transmitter.keystore import KeyStore
 from transmitter.notify import Notifier
-from transmitter.pg_listen import channel_name, pg_notify
+from transmitter.pg_listen import PgAnnouncer
 from transmitter.secrets_box import SecretBox, load_master_secret
 from transmitter.settings import TransmitterSettings
 from transmitter.ssrf import SSRFGuard
@@ -55,18 +65,18 @@ class Transmitter:
         self.auth = Authenticator(self.engine, self.box, self.settings)
         self.guard = SSRFGuard(self.settings)
         self.notifier = Notifier()
-        self._channel = channel_name(self.settings)
         #: Tags this object's NOTIFYs: its own listener skips them (it woke its waiters already).
         self.origin = secrets.token_hex(6)
+        self._announcer = (
+            PgAnnouncer(self.engine, self.settings, self.origin) if self.settings.is_postgres else None
+        )
 
     def _notify(self, ids: Iterable[str]) -> None:
-        """After a commit: wake local waiters (other instances got :meth:`_announce`)."""
+        """After a commit: wake local waiters, and on PostgreSQL the other instances."""
+        ids = list(ids)
         self.notifier.notify(ids)
-
-    def _announce(self, conn: Connection, ids: Iterable[str]) -> None:
-        """Inside the transaction: on PostgreSQL a NOTIFY for other instances, sent at commit."""
-        if self.settings.is_postgres:
-            pg_notify(conn, self._channel, ids, self.origin)
+        if self._announcer is not None:
+            self._announcer.send(ids)
 
     @property
     def issuer(self) -> str:
@@ -176,7 +186,6 @@ class Transmitter:
                 stream.description = req.description
             stream.last_activity = time.time()
             self._save(conn, stream)
-            self._announce(conn, [sid])
         self._notify([sid])
         return stream.config(self.issuer)
 
@@ -185,7 +194,6 @@ class Transmitter:
             self._load(conn, stream_id, principal.owner)
             outbox.purge_stream(conn, stream_id)
             conn.execute(stream_t.delete().where(stream_t.c.stream_id == stream_id))
-            self._announce(conn, [stream_id])
         self._notify([stream_id])
 
     # --- status (SSF §8.1.2, §8.1.5) -----------------------------------------------------
@@ -203,7 +211,6 @@ class Transmitter:
             s = self._load(conn, stream_id, principal.owner)
             self._apply_status(conn, s, status, reason, notify_receiver=False)
             self._touch(conn, stream_id, time.time())
-            self._announce(conn, [stream_id])
         self._notify([stream_id])
         return _status_body(s)
 
@@ -215,7 +222,6 @@ class Transmitter:
         with begin(self.engine) as conn:
             s = self._load(conn, stream_id, None)
             self._apply_status(conn, s, status, reason, notify_receiver=True)
-            self._announce(conn, [stream_id])
         self._notify([stream_id])
         return _status_body(s)
 
@@ -308,7 +314,6 @@ class Transmitter:
                 .values(last_verification=now, last_activity=now)
             )
             jti = self._verification(conn, s, state, now)
-            self._announce(conn, [stream_id])
         self._notify([stream_id])
         return jti
 
@@ -316,7 +321,6 @@ class Transmitter:
         """A transmitter-initiated verification event: it never carries ``state``."""
         with begin(self.engine) as conn:
             jti = self._verification(conn, self._load(conn, stream_id, None), None, time.time())
-            self._announce(conn, [stream_id])
         self._notify([stream_id])
         return jti
 
@@ -378,7 +382,6 @@ class Transmitter:
             outbox.insert(conn, rows)
             for sid in paused:
                 outbox.trim_paused(conn, sid, self.settings.paused_max_events, now)
-            self._announce(conn, touched)
         self._notify(touched)
         return out
 
@@ -389,6 +392,7 @@ class Transmitter:
         """Apply acks and errors, then select; returns (sets, moreAvailable)."""
         now = time.time()
         with begin(self.engine) as conn:
+            relax_commit(conn)  # acknowledgements and the activity time (see relax_commit)
             s = self._load(conn, stream_id, principal.owner)
             if s.method != uris.POLL:
                 raise ModelError("this stream does not use poll delivery")
@@ -461,6 +465,8 @@ class Transmitter:
         return {r[0]: int(r[1]) for r in rows}
 
     def close(self) -> None:
+        if self._announcer is not None:
+            self._announcer.close()
         self.engine.dispose()
 
 
