@@ -239,8 +239,12 @@ def _serve_baseline(port: int) -> None:
     )
 
 
-def _serve_receiver(port: int, jwks_file: str, db_url: str) -> None:
-    """Subprocess: the receiver service, configured with the bench transmitter's keys."""
+def _serve_receiver(port: int, jwks_file: str, db_url: str, log_level: str = "off") -> None:
+    """Subprocess: the receiver service, configured with the bench transmitter's keys.
+
+    ``log_level`` other than ``off``: JSON logs as ``ssf receiver serve`` writes them by default
+    (one line per SET at ``info``), to /dev/null, so their cost is in the figure.
+    """
     import uvicorn
 
     from receiver.app import create_app
@@ -252,6 +256,12 @@ def _serve_receiver(port: int, jwks_file: str, db_url: str) -> None:
     rcv = Receiver(settings)
     rcv.configure(ISS, PublicKeys.from_jwks(json.loads(Path(jwks_file).read_text())), audience=AUD)
     app = create_app(settings, receiver=rcv, protected_demo=False)
+    log_config: Any = uvicorn.config.LOGGING_CONFIG
+    if log_level != "off":
+        from ssf.logs import configure_logging
+
+        configure_logging("json", log_level, stream=open(os.devnull, "w"))
+        log_config = None
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -260,6 +270,7 @@ def _serve_receiver(port: int, jwks_file: str, db_url: str) -> None:
         http="httptools",
         access_log=False,
         log_level="warning",
+        log_config=log_config,
     )
 
 
@@ -403,7 +414,14 @@ def _run_load(port: int, sets: list[tuple[str, str]], concurrency: int, generato
 
 
 def _push(
-    alg: str, n: int, concurrency: int, store: str, workdir: Path, generator: str, baseline: bool
+    alg: str,
+    n: int,
+    concurrency: int,
+    store: str,
+    workdir: Path,
+    generator: str,
+    baseline: bool,
+    server_log: str = "off",
 ) -> dict[str, Any]:
     import httpx
 
@@ -415,7 +433,10 @@ def _push(
     db = "memory" if store == "memory" else f"sqlite:///{workdir / f'push-{alg}.db'}"
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "python"), "-m", "bench.receiver_bench", "_serve-receiver", str(port), str(jwks_file), db]
+        [
+            *(str(BIN / "python"), "-m", "bench.receiver_bench", "_serve-receiver"),
+            *(str(port), str(jwks_file), db, server_log),
+        ]
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -430,6 +451,7 @@ def _push(
     elapsed, lat = run["elapsed"], run["latencies"]
     out: dict[str, Any] = {
         "alg": alg, "n": n, "concurrency": concurrency, "store": store, "generator": generator,
+        "server_log": server_log,
         "sets_per_s": round(n / elapsed), "server_cpu_us_per_set": round(cpu / n * 1e6, 1),
         "sets_per_server_cpu_s": round(n / cpu) if cpu else None,
         "generator_cpu_us_per_set": round(run["cpu"] / n * 1e6, 1),
@@ -742,7 +764,7 @@ def _latency(mode: str, n: int, workdir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "_serve-receiver":
-        _serve_receiver(int(args[1]), args[2], args[3])
+        _serve_receiver(int(args[1]), args[2], args[3], args[4] if len(args) > 4 else "off")
         return 0
     if args and args[0] == "_serve-baseline":
         _serve_baseline(int(args[1]))
@@ -766,6 +788,12 @@ def main(argv: list[str] | None = None) -> int:
         help="push load generator: pre-built requests on raw asyncio connections, or aiohttp",
     )
     p.add_argument("--no-baseline", action="store_true", help="skip the bare-route floor run")
+    p.add_argument(
+        "--server-log",
+        choices=["off", "info", "warning"],
+        default="off",
+        help="push server logging: off, or JSON at a level as 'ssf receiver serve' (default info)",
+    )
     p.add_argument("--memory-n", type=int, default=1_000_000)
     p.add_argument("--requests", type=int, default=20_000, help="middleware timing loop size")
     p.add_argument("--events", type=int, default=1000, help="events per end-to-end latency run")
@@ -780,7 +808,8 @@ def main(argv: list[str] | None = None) -> int:
         for alg in opts.algs.split(","):
             if "push" in parts:
                 r = _push(
-                    alg, opts.n, opts.concurrency, opts.store, work, opts.generator, not opts.no_baseline
+                    *(alg, opts.n, opts.concurrency, opts.store, work),
+                    *(opts.generator, not opts.no_baseline, opts.server_log),
                 )
                 results[f"push_{alg}"] = r
                 print(f"push {alg}:", json.dumps(r), flush=True)
