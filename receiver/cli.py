@@ -11,9 +11,13 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     import httpx
+    import uvicorn
 
     from receiver.client import TransmitterClient
+    from receiver.core import Receiver
     from receiver.settings import ReceiverSettings
 
 app = typer.Typer(help="SSF receiver commands.", no_args_is_help=True)
@@ -47,14 +51,29 @@ def serve(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
-    uvicorn.run(
-        create_app(protected_demo=not no_demo),
+    application = create_app(protected_demo=not no_demo)
+    config = uvicorn.Config(
+        application,
         host=host,
         port=port,
         access_log=False,
         log_level="warning",
         log_config=None,  # keep configure_logging's handler
     )
+    _server(config, application.state.receiver).run()
+
+
+def _server(config: uvicorn.Config, receiver: Receiver) -> uvicorn.Server:
+    """uvicorn's server, except that SIGTERM/SIGINT also cut a start-up that is still
+    retrying an unreachable transmitter (uvicorn only acts on the signal once started)."""
+    import uvicorn
+
+    class InterruptingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            receiver.interrupt()
+            super().handle_exit(sig, frame)
+
+    return InterruptingServer(config)
 
 
 @app.command()

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from receiver.transport import describe
 from ssf.metadata import TransmitterMetadata
 from ssf.models import describe_validation_error
 from ssf.poll import PollRequest
@@ -112,7 +113,7 @@ class ClientCredentials(TokenProvider):
                     headers={"Accept": "application/json"},
                 )
             except httpx.HTTPError as exc:
-                raise TransmitterError(f"token endpoint unreachable: {type(exc).__name__}") from exc
+                raise TransmitterError(f"token endpoint unreachable: {describe(exc)}") from exc
             if resp.status_code != 200:
                 raise TransmitterError(f"token endpoint answered {resp.status_code}", status=resp.status_code)
             try:
@@ -169,7 +170,7 @@ class TransmitterClient:
             try:
                 resp = await self.http.request(method, url, **kwargs)
             except httpx.HTTPError as exc:
-                raise TransmitterError(f"{method} {url} failed: {type(exc).__name__}") from exc
+                raise TransmitterError(f"{method} {url} failed: {describe(exc)}") from exc
             self.calls.append((method, url))
             if resp.status_code == 401 and attempt == 0:
                 self.auth.invalidate()

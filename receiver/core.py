@@ -129,6 +129,7 @@ class Receiver:
         self.store_error: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._opened = False
         self.poller: Any = None
 
@@ -161,8 +162,16 @@ class Receiver:
         self.token_validator = self._make_token_validator()
         self._opened = True
 
+    def interrupt(self) -> None:
+        """From a signal handler (any thread): a start-up still retrying the transmitter gives
+        up at once, so a stop is not held for up to ``STARTUP_TIMEOUT``."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+
     async def start(self) -> None:
         self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         await self.open()
         s = self.settings
         self._tasks.append(asyncio.create_task(self._maintenance(), name="ssf-receiver-maintenance"))
@@ -189,7 +198,10 @@ class Receiver:
                     )
                     return
                 log.warning("connecting to the transmitter failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if self._stop.is_set():
+                    return  # stopping while still starting: nothing more to start
                 delay = min(delay * 2, s.backoff_max)
         self.error = None
         # Verification and polling run once the server listens (lifespan start-up precedes it).

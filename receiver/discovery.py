@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
+from receiver.transport import describe
 from ssf.metadata import TransmitterMetadata, well_known_url
 
 __all__ = ["DiscoveryError", "check_url", "discover", "discover_token_endpoint"]
@@ -40,7 +41,7 @@ async def discover(http: httpx.AsyncClient, issuer: str, *, dev_mode: bool = Fal
         try:
             resp = await http.get(url, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
-            raise DiscoveryError(f"discovery at {url} failed: {type(exc).__name__}") from exc
+            raise DiscoveryError(f"discovery at {url} failed: {describe(exc)}") from exc
         if resp.status_code != 200:
             last = f"{url} answered {resp.status_code}"
             continue

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import httpx
 
+from receiver.transport import describe
 from ssf.errors import KeyMaterialError
 from ssf.keys import PublicKeys
 
@@ -69,7 +70,7 @@ class JWKSCache:
         try:
             resp = await self.http.get(self.url, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
-            raise JWKSError(f"fetching the JWKS failed: {type(exc).__name__}") from exc
+            raise JWKSError(f"fetching the JWKS failed: {describe(exc)}") from exc
         if resp.status_code != 200:
             raise JWKSError(f"JWKS answered {resp.status_code}")
         try:
