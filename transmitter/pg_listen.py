@@ -74,15 +74,22 @@ class PgAnnouncer:
             return
         payload = _payload(ids, self._origin)
         with self._lock:
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=2)
-                    # A NOTIFY-only transaction: nothing to wait for on disk (see module doc).
-                    self._conn.execute("SET synchronous_commit TO off")
-                self._conn.execute("SELECT pg_notify(%s, %s)", (self._channel, payload))
-            except psycopg.Error:
-                log.warning("NOTIFY failed; other instances poll for the SETs", exc_info=True)
-                self._drop()
+            for _ in range(2):
+                # A kept connection is found dead only when used (after a database restart):
+                # then one more try on a new connection, or this wake-up would be lost.
+                kept = self._conn is not None and not self._conn.closed
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=2)
+                        # A NOTIFY-only transaction: nothing to wait for on disk (see module doc).
+                        self._conn.execute("SET synchronous_commit TO off")
+                    self._conn.execute("SELECT pg_notify(%s, %s)", (self._channel, payload))
+                    return
+                except psycopg.Error:
+                    self._drop()
+                    if not kept:
+                        log.warning("NOTIFY failed; other instances poll for the SETs", exc_info=True)
+                        return
 
     def close(self) -> None:
         with self._lock:
