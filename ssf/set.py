@@ -25,13 +25,11 @@ from pydantic_core import from_json
 
 from ssf._jws import (
     ALG_MODELS,
-    CANONICAL_LAST,
-    FROM_URLSAFE,
     HMAC_ALGORITHMS,
-    PADDING,
     REGISTRY,
     Verify,
     b64url_decode,
+    b64url_decode_segments,
     b64url_encode,
     header_segment,
     is_set_typ,
@@ -398,10 +396,10 @@ class SETVerifier:
             if not raw.isascii():
                 raise InvalidRequest("a SET is ASCII compact JWS")
         raw = raw.strip()
-        parts = raw.split(b".")
-        if len(parts) != 3:
+        first, last = raw.find(_DOT), raw.rfind(_DOT)
+        if first == last or raw.find(_DOT, first + 1, last) != -1:  # (no dot: both are -1)
             raise InvalidRequest("a SET is a compact JWS of three dot-separated parts")
-        header_seg, payload_seg, signature_seg = parts
+        header_seg = raw[:first]
         entry = self._headers.get(header_seg)
         if entry is None:
             entry = self._check_header(header_seg)
@@ -415,30 +413,20 @@ class SETVerifier:
         else:  # first SET with this header, or verifier.keys was replaced since
             check = self._resolve(alg, entry[1])
             entry[2] = (keys, check)
-        if len(signature_seg) > _MAX_SIGNATURE_SEGMENT:
+        if len(raw) - last - 1 > _MAX_SIGNATURE_SEGMENT:
             raise InvalidRequest("SET signature is too long")
-        # b64url_decode, inlined for the two hot segments
-        sig_pad, payload_pad = -len(signature_seg) % 4, -len(payload_seg) % 4
-        if (
-            sig_pad == 3
-            or payload_pad == 3
-            or (sig_pad and signature_seg[-1] not in CANONICAL_LAST[sig_pad])
-            or (payload_pad and payload_seg[-1] not in CANONICAL_LAST[payload_pad])
-        ):
-            raise InvalidRequest("SET is not base64url-encoded compact JWS")
         try:
-            signature = _a2b(signature_seg.translate(FROM_URLSAFE) + PADDING[sig_pad], strict_mode=True)
-            payload = _a2b(payload_seg.translate(FROM_URLSAFE) + PADDING[payload_pad], strict_mode=True)
+            payload, signature = b64url_decode_segments(raw[first + 1 :])
         except ValueError:
             raise InvalidRequest("SET is not base64url-encoded compact JWS") from None
         try:
-            valid = check(raw[: raw.rindex(b".")], signature)
+            valid = check(raw[:last], signature)
         except (ValueError, TypeError):
             raise InvalidKey(f"the key cannot verify {alg}") from None
         if not valid:
             raise AuthenticationFailed("SET signature does not verify")
         try:
-            claims = from_json(payload, allow_inf_nan=False, cache_strings=False)
+            claims = from_json(payload, allow_inf_nan=False, cache_strings="keys")
         except ValueError:
             raise InvalidRequest("SET payload is not JSON") from None
         if type(claims) is not dict:
@@ -514,7 +502,7 @@ class SETVerifier:
         return set_
 
 
-_a2b: Final = binascii.a2b_base64
+_DOT: Final = ord(".")  # an int needle: bytes.find goes straight to memchr
 _PUBLIC_KEY_MARKERS: Final = (b"-----BEGIN", b"ssh-rsa ", b"ssh-ed25519 ", b"ecdsa-sha2-", b'{"kty"')
 
 
@@ -522,4 +510,3 @@ def _looks_like_public_key(secret: bytes) -> bool:
     """Key-confusion guard: PEM, OpenSSH or JWK text is key material, not an HMAC secret."""
     head = secret.lstrip()[:16]
     return any(head.startswith(m) for m in _PUBLIC_KEY_MARKERS) or b'"kty"' in secret
-
