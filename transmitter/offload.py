@@ -21,13 +21,20 @@ Ts = TypeVarTuple("Ts")
 
 
 class Offload:
-    """A small thread pool for one application; :meth:`close` at shutdown."""
+    """A small thread pool for one application, started on first use; :meth:`close` at
+    shutdown (an application served again starts a new pool)."""
 
     def __init__(self, max_workers: int, name: str = "ssf-db") -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
+        self._max_workers = max_workers
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
 
     async def __call__(self, fn: Callable[[*Ts], R], /, *args: *Ts) -> R:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix=self._name)
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
