@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 import uvicorn
+from sqlalchemy.exc import OperationalError
 
 from ssf.errors import SSFError
 
@@ -65,6 +66,10 @@ def serve(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except OperationalError as exc:
+        # Exit for the supervisor to restart us; a traceback would only bury the reason.
+        typer.echo(f"error: the database is unreachable: {_first_line(exc)}", err=True)
+        raise typer.Exit(1) from None
     config = uvicorn.Config(
         application,
         host=host,
@@ -79,6 +84,11 @@ def serve(
         timeout_graceful_shutdown=5,
     )
     _StoppingServer(config, application.state.transmitter.notifier).run()
+
+
+def _first_line(exc: OperationalError) -> str:
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class _StoppingServer(uvicorn.Server):
