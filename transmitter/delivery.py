@@ -484,7 +484,7 @@ class DeliveryWorker:
             # Redirects are never followed: a 3xx could point anywhere (SSRF); it is a failure.
             post = self._session.post(url, data=token.encode(), headers=headers, allow_redirects=False)
             async with self._sem, post as resp:
-                body = await resp.read()
+                body = await _read_bounded(resp, _MAX_ANSWER)
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -500,6 +500,22 @@ class DeliveryWorker:
             return _Outcome(False, reject=detail)
         wait = _retry_after(retry_after) if status in (429, 503) else None
         return _Outcome(False, retry_after=wait, error=f"HTTP {status}")
+
+
+#: Enough for any RFC 8935 error body; a receiver cannot make us hold more (or wait for it).
+_MAX_ANSWER = 16 * 1024
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most ``limit`` bytes of the answer; a longer one is cut (its connection is then
+    closed rather than reused, which aiohttp does for an unread body)."""
+    body = b""
+    while len(body) < limit:
+        chunk = await resp.content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return body
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from ssf import uris
 from ssf.keys import PublicKeys
 from ssf.set import SETVerifier
 from ssf.stream import Delivery, StreamRequest
 from ssf.subjects import Subject
-from tests.support.services import free_port
+from tests.support.services import free_port, serve
 from tests.transmitter.conftest import (
     SESSION_REVOKED,
     Server,
@@ -141,3 +148,30 @@ def test_two_instances_never_push_the_same_set_twice(
         verifier = SETVerifier(issuer="http://127.0.0.1:9", keys=PublicKeys.from_jwks(a.tx.keys.jwks()))
         counts = collections.Counter(verifier.verify(t).jti for t in sink.tokens())
         assert set(counts) == set(jtis) and max(counts.values()) == 1
+
+
+def test_an_endless_answer_is_read_only_as_far_as_needed(server: Server) -> None:
+    """A receiver answering 400 with a body that never ends: the transmitter reads a bounded
+    prefix, records the rejection from it and moves on (it neither buffers without limit nor
+    waits out its push timeout and retries)."""
+    sent: list[bytes] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        yield b'{"err": "invalid_audience", "description": "no"}'
+        for _ in range(100_000):  # ~6 GB, far beyond the push timeout at this pace
+            yield b" " * 65536
+            await asyncio.sleep(0.001)
+
+    async def endpoint(request: Request) -> Response:
+        sent.append(await request.body())
+        return StreamingResponse(endless(), status_code=400, media_type="application/json")
+
+    with serve(Starlette(routes=[Route("/push", endpoint, methods=["POST"])])) as url:
+        tok = server.client()
+        delivery = {"method": PUSH, "endpoint_url": url + "/push"}
+        s = server.create(tok, {"events_requested": [SESSION_REVOKED], "delivery": delivery})
+        emit(server, 1)
+        # push_timeout is 3 s in these tests: a rejection recorded well before a retry could
+        # happen shows the body was not read to its end.
+        wait_until(lambda: server.tx.outbox_counts(s["stream_id"]) == {"rejected": 1}, timeout=10)
+        assert len(sent) == 1  # rejected, never re-sent
