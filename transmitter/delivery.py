@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy import bindparam, exists, func, or_, select, update
+from sqlalchemy.exc import OperationalError
 
 from ssf import uris
 from transmitter.db import DELIVERED, PENDING, REJECTED, begin, outbox_t, relax_commit, stream_t
@@ -232,16 +233,16 @@ class DeliveryWorker:
             await asyncio.sleep(self.s.maintenance_interval)
             try:
                 await asyncio.to_thread(self.tx.maintain)
-            except Exception:  # keep the loop alive; the next tick retries
-                log.exception("maintenance failed")
+            except Exception as exc:  # keep the loop alive; the next tick retries
+                _log_failure("maintenance failed", exc)
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
             try:
                 claimed = await asyncio.to_thread(self._claim, frozenset(self.active))
-            except Exception:
-                log.exception("claiming push work failed")
+            except Exception as exc:
+                _log_failure("claiming push work failed", exc)
                 claimed = {}
             for sid, first in claimed.items():
                 self.active[sid] = asyncio.create_task(self._stream_loop(sid, first))
@@ -425,8 +426,8 @@ class DeliveryWorker:
         except asyncio.CancelledError:
             release = False
             raise
-        except Exception:
-            log.exception("push loop for stream %s failed", sid)
+        except Exception as exc:
+            _log_failure(f"push loop for stream {sid} failed", exc)
         finally:
             self.active.pop(sid, None)
             self._stream_wake.pop(sid, None)
@@ -469,8 +470,8 @@ class DeliveryWorker:
                 self._flushing.setdefault(sid, []).extend(group)
             try:
                 await asyncio.to_thread(self._mark_delivered, ids)
-            except Exception:
-                log.exception("recording deliveries failed")
+            except Exception as exc:
+                _log_failure("recording deliveries failed", exc)
             finally:
                 for sid in taken:
                     self._flushing.pop(sid, None)
@@ -500,6 +501,16 @@ class DeliveryWorker:
             return _Outcome(False, reject=detail)
         wait = _retry_after(retry_after) if status in (429, 503) else None
         return _Outcome(False, retry_after=wait, error=f"HTTP {status}")
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """An unreachable database (a restart, an outage) is expected and retried: one line with
+    the reason, not a traceback every tick. Anything else keeps its traceback."""
+    if isinstance(exc, OperationalError):
+        reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines() or [type(exc).__name__]
+        log.warning("%s: the database is unavailable (%s); retrying", what, reason[0])
+    else:
+        log.error(what, exc_info=exc)
 
 
 #: Enough for any RFC 8935 error body; a receiver cannot make us hold more (or wait for it).

@@ -1,4 +1,5 @@
-"""``ssf transmitter serve`` with its database unreachable: one line saying so, exit 1.
+"""The database unreachable: ``ssf transmitter serve`` says so in one line and exits 1; the
+worker's retries log one line each.
 
 A supervisor restarts the process; what an operator reads must be the reason, not a
 traceback through SQLAlchemy and the driver.
@@ -6,12 +7,18 @@ traceback through SQLAlchemy and the driver.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import sqlalchemy
+from sqlalchemy.exc import OperationalError
+
 from tests.support.services import free_port
+from transmitter.delivery import _log_failure
 
 SSF = str(Path(sys.executable).parent / "ssf")
 
@@ -38,3 +45,19 @@ def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: the database is unreachable: "), proc.stderr
     assert "Connection refused" in lines[-1] or "connection failed" in lines[-1], proc.stderr
+
+
+def test_worker_failures_from_an_unreachable_database_are_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """The push worker retries every tick while the database is away; each tick logs the
+    reason in one line, not a traceback (other failures keep theirs)."""
+    engine = sqlalchemy.create_engine(f"postgresql+psycopg://127.0.0.1:{free_port()}/test")
+    with pytest.raises(OperationalError) as info:
+        engine.connect()
+    with caplog.at_level(logging.WARNING, logger="transmitter.delivery"):
+        _log_failure("claiming push work failed", info.value)
+        _log_failure("maintenance failed", RuntimeError("a bug"))
+    outage, bug = caplog.records
+    assert outage.levelno == logging.WARNING and outage.exc_info is None
+    assert outage.getMessage().startswith("claiming push work failed: the database is unavailable (")
+    assert "refused" in outage.getMessage() or "failed" in outage.getMessage()
+    assert bug.levelno == logging.ERROR and bug.exc_info is not None
