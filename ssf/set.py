@@ -277,24 +277,7 @@ def parse_claims(claims: Mapping[str, Any]) -> SecurityEventToken:
     # iss jti iat aud events are present by now; count the optional known ones present
     known = 5 + ("sub_id" in claims) + (txn is not None) + (toe is not None)
     extra = {k: v for k, v in claims.items() if k not in _KNOWN_CLAIMS} if len(claims) > known else {}
-    token: SecurityEventToken = _new_object(SecurityEventToken)  # _token(...), inlined (hot path)
-    _set_attr(
-        token,
-        "__dict__",
-        {
-            "iss": iss,
-            "jti": jti,
-            "iat": iat,
-            "aud": audience,
-            "sub_id": subject,
-            "event_type": event_type,
-            "event": event,
-            "txn": txn,
-            "toe": toe,
-            "extra": extra,
-        },
-    )
-    return token
+    return _token(iss, jti, iat, audience, subject, event_type, event, txn, toe, extra)
 
 
 _new_object: Final = object.__new__
