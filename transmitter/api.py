@@ -34,6 +34,7 @@ from ssf.stream import (
 )
 from transmitter.auth import MANAGE, PUBLISH, READ, AuthError, NeedsIO, Principal
 from transmitter.errors import PayloadTooLarge, TooManyRequests
+from transmitter.group_publish import GroupPublisher
 from transmitter.limits import RateLimiter, check_json_depth
 from transmitter.offload import Offload
 from transmitter.service import Transmitter
@@ -283,6 +284,7 @@ def hot_routes(tx: Transmitter, offload: Offload) -> list[Route]:
     s = tx.settings
     limit = s.max_body_bytes
     ipath = _issuer_path(tx.issuer)
+    publisher = GroupPublisher(tx, offload)
 
     async def auth(request: Request, scope: str) -> Principal:
         return await authenticate(tx, request, scope, offload)
@@ -338,7 +340,7 @@ def hot_routes(tx: Transmitter, offload: Offload) -> list[Route]:
             raise ModelError(f"unknown member(s): {', '.join(sorted(unknown))}")
         if "subject" not in data or "events" not in data:
             raise ModelError("'subject' and 'events' are required")
-        jtis = await offload(tx.publish, data["subject"], data["events"], data.get("txn"))
+        jtis = await publisher.publish(data["subject"], data["events"], data.get("txn"))
         return _json({"jti": jtis}, 202)
 
     return [

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ssf import uris
-from ssf.errors import InvalidEvent, InvalidRequest, ModelError
+from ssf.errors import InvalidEvent, InvalidRequest, ModelError, SSFError
 from ssf.events import EVENT_MODELS, SSF_EVENTS, StreamUpdated, Verification, parse_event
 from ssf.poll import PollRequest
 from ssf.stream import AddSubjectRequest, RemoveSubjectRequest, StreamRequest
@@ -350,7 +350,28 @@ class Transmitter:
 
     def publish_many(self, items: list[tuple[object, object, object]]) -> list[dict[str, str]]:
         """Several events in one transaction (one commit): the batch form of :meth:`publish`."""
-        parsed = [_validate_publish(*item) for item in items]
+        return self._write([_validate_publish(*item) for item in items])
+
+    def publish_each(self, items: list[tuple[object, object, object]]) -> list[dict[str, str] | SSFError]:
+        """Independent publish requests in one transaction (group commit): an invalid one gets
+        its own error in its place, the valid ones are written together."""
+        results: list[dict[str, str] | SSFError] = []
+        parsed: list[tuple[Subject, str, Any, str | None]] = []
+        places: list[int] = []
+        for item in items:
+            try:
+                parsed.append(_validate_publish(*item))
+            except SSFError as exc:
+                results.append(exc)
+                continue
+            places.append(len(results))
+            results.append({})
+        if parsed:
+            for place, written in zip(places, self._write(parsed), strict=True):
+                results[place] = written
+        return results
+
+    def _write(self, parsed: list[tuple[Subject, str, Any, str | None]]) -> list[dict[str, str]]:
         now = time.time()
         key = self.keys.active
         out: list[dict[str, str]] = []

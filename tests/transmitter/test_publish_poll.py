@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import sqlalchemy
 
 from ssf.subjects import Subject
@@ -209,3 +210,38 @@ def _two_instances(tmp_path: Any, db_config: dict[str, Any]) -> None:
         t.join(20)
         assert not t.is_alive(), "the long poll on instance B was not woken"
         assert list(result["sets"]) == [jti]
+
+
+def test_concurrent_publishes_each_get_their_own_answer(server: Server) -> None:
+    """Publishes arriving together share a transaction (group commit): each valid one is
+    answered 202 with its own jti once durable, each invalid one 400 with its own reason, and
+    one bad request never fails the others."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    pub = server.publisher()
+
+    def one(i: int) -> tuple[int, httpx.Response]:
+        subject: Any = {"format": "email", "email": f"u{i}@example.com"}
+        if i % 5 == 0:
+            subject = {"format": "email"}  # no email: this request alone is refused
+        body = {"subject": subject, "events": {SESSION_REVOKED: {}}}
+        return i, server.req("POST", "/events", pub, json=body)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(80)))
+    accepted: dict[str, int] = {}
+    for i, r in answers:
+        if i % 5 == 0:
+            assert r.status_code == 400, r.text
+            assert r.json()["err"] == "invalid_request" and "email" in r.json()["description"]
+        else:
+            assert r.status_code == 202, r.text
+            accepted[r.json()["jti"][s["stream_id"]]] = i
+    assert len(accepted) == 64  # 64 distinct jtis: no request got another's answer
+    got = server.poll(rx, s, maxEvents=200)["sets"]
+    assert set(got) == set(accepted)
+    verifier = server.verifier()
+    for jti, token in got.items():
+        assert verifier.verify(token).sub_id["email"] == f"u{accepted[jti]}@example.com"
