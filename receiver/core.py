@@ -474,6 +474,8 @@ class Receiver:
             self.jtis.prune(now)
             with suppress(Exception):
                 await self.store.prune(now - self.jtis.retention)
+            if not self.settings.prune_state:
+                continue
             try:
                 await self.prune_state(now - retention)
             except Exception:

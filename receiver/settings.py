@@ -79,6 +79,10 @@ class ReceiverSettings(BaseSettings):
     #: ``token_max_lifetime + token_leeway``, past which every token it could refuse has
     #: expired (or is refused as too old). Never less than that.
     state_retention: int | None = Field(default=None, ge=60)
+    #: Forget cutoffs and revoked sessions older than the retention (off by default: a kept
+    #: entry can only refuse a token, a forgotten one may let a token without ``iat``, or one
+    #: of a session revoked with an old ``event_timestamp``, through again).
+    prune_state: bool = False
     #: Seconds between attempts to store changes the store refused (it was down).
     store_retry_interval: float = Field(default=1.0, gt=0)
     #: Seen jtis kept in memory; older ones are looked up in the store when needed.

@@ -256,23 +256,32 @@ async def test_sql_rows_of_the_previous_version_are_upgraded_on_load(sql_url: st
     assert json.loads(facts)[0]["at"] >= before - 1  # written back with the time it was given
 
 
-def test_the_maintenance_loop_prunes(fake: FakeTransmitter, tmp_path: Path) -> None:
+@pytest.mark.parametrize("prune", [True, False], ids=["prune-on", "default-off"])
+def test_the_maintenance_loop_prunes_only_when_asked(
+    fake: FakeTransmitter, tmp_path: Path, prune: bool
+) -> None:
     settings: dict[str, Any] = {
         "token_max_lifetime": 60,
         "token_leeway": 0,
         "jti_retention": 60,
         "verify_on_start": False,
     }
+    if prune:
+        settings["prune_state"] = True
     with run_receiver(fake, tmp_path, **settings) as rcv:
         long_ago = int(time.time()) - 3600
         stale = fake.sign(Subject.opaque("stale"), SessionRevoked(event_timestamp=long_ago))
         assert rcv.push(stale).status_code == 202
         assert rcv.push(fake.sign(Subject.opaque("fresh"), SessionRevoked())).status_code == 202
         assert is_revoked(rcv.receiver.state.cutoffs["o:stale"])
-        rcv.wait(lambda: "o:stale" not in rcv.receiver.state.cutoffs, "the maintenance loop", timeout=20)
+        if prune:
+            rcv.wait(lambda: "o:stale" not in rcv.receiver.state.cutoffs, "the maintenance loop", timeout=20)
+        else:
+            time.sleep(7.5)  # past the maintenance tick (6 s with these retentions)
+            assert is_revoked(rcv.receiver.state.cutoffs["o:stale"])
         assert is_revoked(rcv.receiver.state.cutoffs["o:fresh"])
     state = asyncio.run(_reload_sql(f"sqlite:///{tmp_path}/receiver.db"))
-    assert "o:stale" not in state.cutoffs and is_revoked(state.cutoffs["o:fresh"])
+    assert ("o:stale" in state.cutoffs) is not prune and is_revoked(state.cutoffs["o:fresh"])
 
 
 async def _reload_sql(url: str) -> RevocationState:
