@@ -75,14 +75,21 @@ def load_secret(path: Path, *, create: bool) -> bytes | None:
         return value
     value = secrets.token_urlsafe(32).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another instance made it meanwhile: use that one
-        return path.read_bytes().strip()
+    # Written whole under a temporary name, then linked into place: another instance never
+    # reads a created-but-empty file, and a crash never leaves one behind.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, value)
+        os.fsync(fd)
     finally:
         os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:  # another instance made it meanwhile: use that one
+        return path.read_bytes().strip()
+    finally:
+        tmp.unlink(missing_ok=True)
     return value
 
 

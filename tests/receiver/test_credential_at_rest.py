@@ -276,6 +276,19 @@ def test_secret_file_location_and_creation(tmp_path: Path) -> None:
     made = load_secret(path, create=True)
     assert made and load_secret(path, create=True) == made
     assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["k.secret"]  # no temporary left
+
+
+def test_instances_creating_the_secret_at_once_all_get_the_same_whole_one(tmp_path: Path) -> None:
+    """Several instances starting together on a new deployment: one secret wins, and nobody
+    reads it before it is written (an empty secret would derive a public key)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for attempt in range(20):
+        path = tmp_path / str(attempt) / "k.secret"
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda p: load_secret(p, create=True), [path] * 8))
+        assert len(set(got)) == 1 and got[0] and got[0] == path.read_bytes()
 
 
 def test_streams_replace_decrypts_the_stored_credential(
