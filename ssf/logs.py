@@ -209,28 +209,36 @@ class _Writer:
 
     def _run(self) -> None:
         while not self._stopping.wait(self.interval):
-            self._drain()
-        self._drain()
+            while self._drain():
+                pass
+        while self._drain():
+            pass
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Write up to one queue's worth of records; True when that many were waiting. (Records
+        arriving faster than they are formatted still get written in bounded pieces; the queue,
+        not a list here, bounds the memory.)"""
         lines: list[str] = []
-        while True:
+        batch = self.queue.maxsize or 10_000
+        taken = 0
+        for _ in range(batch):
             try:
                 record = self.queue.get_nowait()
             except queue.Empty:
                 break
+            taken += 1
             try:
                 lines.append(self.handler.format(record))
             except Exception:  # a record that cannot be formatted must not stop the writer
                 self.handler.handleError(record)
-        if not lines:
-            return
-        stream = self.handler.stream
-        try:
-            stream.write("\n".join(lines) + "\n")
-            stream.flush()
-        except (OSError, ValueError):  # stderr closed or gone: nothing more to do with these
-            pass
+        if lines:
+            stream = self.handler.stream
+            try:
+                stream.write("\n".join(lines) + "\n")
+                stream.flush()
+            except (OSError, ValueError):  # stderr closed or gone: nothing more to do with these
+                pass
+        return taken == batch
 
 
 _listener: _Writer | None = None

@@ -42,12 +42,15 @@ class GroupPublisher:
             group, self._queue = self._queue[: self._max_group], self._queue[self._max_group :]
             try:
                 results = await self._offload(self._tx.publish_each, [item for item, _ in group])
-            except BaseException as exc:  # the transaction failed: every request in it did
+            except asyncio.CancelledError:  # shutting down: nobody waits in vain
+                for _, done in group + self._queue:
+                    done.cancel()
+                self._queue = []
+                raise
+            except Exception as exc:  # the transaction failed: every request in it did
                 for _, done in group:
                     if not done.done():
                         done.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
                 continue
             for (_, done), result in zip(group, results, strict=True):
                 if done.done():

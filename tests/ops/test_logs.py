@@ -170,3 +170,31 @@ def test_logging_never_blocks_when_nobody_reads() -> None:
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
     assert lines and lines[0]["jti"] == "j0" and lines[0]["authorization_header"] == "[redacted]"
     assert "zzzzzzzzzz" not in out.getvalue()
+
+
+def test_a_full_queue_is_written_out_in_bounded_pieces() -> None:
+    """The writer takes at most one queue's worth per write and goes on while more waits; at
+    stop everything queued is written."""
+    import io
+    import logging
+
+    from ssf import logs
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    out = io.StringIO()
+    before = logs.dropped_records()
+    try:
+        logs.configure_logging("json", "INFO", stream=out, queue_size=25, interval=60)
+        lg = logging.getLogger("receiver.sets")
+        for i in range(25):  # fills the queue exactly; the writer sleeps (interval 60 s)
+            lg.info("set accepted", extra={"jti": f"j{i}"})
+    finally:
+        logs.stop_logging()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+    assert logs.dropped_records() == before
+    assert [json.loads(x)["jti"] for x in out.getvalue().splitlines()] == [f"j{i}" for i in range(25)]
