@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
 from receiver.core import Receiver
 from receiver.redis_store import RedisStore
@@ -22,7 +21,7 @@ from ssf.events.risc import AccountDisabled
 from ssf.subjects import Subject
 from tests.receiver.conftest import run_receiver
 from tests.receiver.fake import FakeTransmitter
-from tests.support.services import free_port, require_postgres, require_redis
+from tests.support.services import free_port, postgres_schema, require_redis
 
 
 def test_restart_keeps_every_revocation_and_the_jti_memory(fake: FakeTransmitter, tmp_path: Path) -> None:
@@ -68,17 +67,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/s.db"
         return
-    base = require_postgres()
-    schema = "rcv_" + secrets.token_hex(4)
-    engine = sqlalchemy.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    with postgres_schema("rcv_") as url:
+        yield url
 
 
 async def test_sql_store_group_commits_and_prunes(db_url: str) -> None:

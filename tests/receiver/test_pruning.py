@@ -4,7 +4,6 @@ expired (or is refused as older than TOKEN_MAX_LIFETIME anyway), in memory and i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import secrets
@@ -27,7 +26,7 @@ from ssf.events import SessionRevoked
 from ssf.subjects import Subject, parse_subject
 from tests.receiver.conftest import run_receiver
 from tests.receiver.fake import FakeTransmitter
-from tests.support.services import require_postgres, require_redis
+from tests.support.services import postgres_schema, require_redis
 
 ISS = "https://as.example"
 
@@ -153,27 +152,12 @@ async def _reload(store: StateStore) -> RevocationState:
     return state
 
 
-@contextlib.contextmanager
-def _pg_schema() -> Iterator[str]:
-    base = require_postgres()
-    schema = "rcv_prune_" + secrets.token_hex(4)
-    engine = sqlalchemy.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/p.db"
         return
-    with _pg_schema() as url:
+    with postgres_schema("rcv_prune_") as url:
         yield url
 
 

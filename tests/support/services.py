@@ -50,6 +50,26 @@ def require_postgres() -> str:
     return POSTGRES_URL
 
 
+@contextlib.contextmanager
+def postgres_schema(prefix: str = "t_") -> Iterator[str]:
+    """A throwaway schema on the shared PostgreSQL; yields a URL whose search_path is it."""
+    import secrets
+
+    import sqlalchemy
+
+    base = require_postgres()
+    schema = prefix + secrets.token_hex(4)
+    engine = sqlalchemy.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
 def require_redis() -> str:
     require_service("Redis", 6379)
     return REDIS_URL
