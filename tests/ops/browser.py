@@ -101,7 +101,9 @@ class Page:
 @contextlib.contextmanager
 def browser() -> Iterator[Page]:
     exe = chromium_path()
-    with tempfile.TemporaryDirectory(prefix="ssf-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile just after the browser
+    # exits; the profile is scratch, so a cleanup that races them is not a test failure.
+    with tempfile.TemporaryDirectory(prefix="ssf-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
