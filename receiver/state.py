@@ -90,6 +90,17 @@ def cutoff_time(cutoff: float) -> float:
     return cutoff - REVOKED if cutoff >= REVOKED else cutoff
 
 
+def merge_cutoffs(old: float, new: float) -> float:
+    """One cutoff that refuses at least what ``old`` and ``new`` refuse, for as long as either
+    would be kept: a revoked session and a finite cutoff of the same subject become a revoked
+    session at the later of their two times (a later cutoff is not lost behind an older
+    revocation, nor does a back-dated revocation shorten a later cutoff's retention). The
+    entry's time never moves back, so pruning by it never forgets a newer fact early."""
+    if old < REVOKED and new < REVOKED:
+        return new if new > old else old
+    return _revoked_value(max(cutoff_time(old), cutoff_time(new)))
+
+
 def _as_cutoff(m: Mutation) -> float:
     if m.value is None:
         return _NEG_INF
@@ -192,7 +203,7 @@ class _Record:
     def apply(self, m: Mutation) -> bool:
         f, at = m.field, m.at
         if f == CUTOFF:
-            value = _as_cutoff(m)
+            value = merge_cutoffs(self.cutoff, _as_cutoff(m))
             if value > self.cutoff:
                 self.cutoff = value
                 return True
@@ -383,8 +394,8 @@ class RevocationState:
             changed = self._complex_record(subject).apply(m)
         elif m.field == CUTOFF:
             key = subject_key(subject)
-            value = _as_cutoff(m)
             old = self.cutoffs.get(key, _NEG_INF)
+            value = merge_cutoffs(old, _as_cutoff(m))
             changed = value > old
             if changed:
                 self.cutoffs[key] = value

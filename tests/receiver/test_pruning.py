@@ -92,12 +92,43 @@ def test_a_later_revocation_of_the_same_session_keeps_it_longer() -> None:
     assert state.apply(Mutation(sid, CUTOFF, math.inf, 100))
     assert state.apply(Mutation(sid, CUTOFF, math.inf, 800))
     assert not state.apply(Mutation(sid, CUTOFF, math.inf, 300))  # order-tolerant
-    assert not state.apply(Mutation(sid, CUTOFF, 5000.0, 5000))  # a cutoff never undoes it
     assert state.counts()["revoked_sessions"] == 1
     assert state.prune_cutoffs(before=500) == ([], [])
     assert is_revoked(state.cutoffs["o:again"])
     (m,) = state.export(sid)
     assert m.to_json()["value"] == "inf" and m.at == 840  # 800 rounded up to the minute
+
+
+@pytest.mark.parametrize(
+    "revocation_first", [True, False], ids=["revoked-then-cutoff", "cutoff-then-revoked"]
+)
+@pytest.mark.parametrize("complex_subject", [False, True], ids=["simple", "complex"])
+def test_a_later_cutoff_is_not_lost_behind_an_older_revocation(
+    revocation_first: bool, complex_subject: bool
+) -> None:
+    """Both apply to one subject: the entry refuses what each refuses, kept as long as the later."""
+    subject = (
+        Subject.complex(user=Subject.iss_sub(ISS, "both"), session=Subject.opaque("both-s"))
+        if complex_subject
+        else Subject.opaque("both")
+    )
+    token = _user_token("both", sid="both-s") if complex_subject else _token(sid="both")
+    revocation, cutoff = Mutation(subject, CUTOFF, math.inf, 100), Mutation(subject, CUTOFF, 1000.0, 1000)
+    state = RevocationState()
+    for m in (revocation, cutoff) if revocation_first else (cutoff, revocation):
+        assert state.apply(m)
+    assert state.evaluate(token, 10**9).revoked  # still a revoked session
+    assert state.counts()["revoked_sessions"] == int(not complex_subject)
+    # The revocation alone could go at 500; the cutoff refuses tokens issued up to 1000 until 1000.
+    assert state.prune_cutoffs(before=500) == ([], [])
+    assert state.evaluate(token, 900).revoked
+    (m,) = state.export(subject)
+    assert m.to_json()["value"] == "inf" and m.at == 1020  # the later time, rounded up
+    again = RevocationState()
+    again.apply(Mutation.from_json(json.loads(json.dumps(m.to_json()))))
+    assert again.evaluate(token, 900).revoked
+    dead, reset = state.prune_cutoffs(before=1021)
+    assert len(dead) + len(reset) == 1 and not state.evaluate(token, 900).revoked
 
 
 def test_export_keeps_the_revocation_time_and_legacy_rows_are_kept_a_full_retention() -> None:
@@ -193,6 +224,30 @@ async def test_pruning_reaches_the_store(backend: str, sql_url: str) -> None:
         if isinstance(store, SQLStore):
             keys = _stored_keys(store)
             assert f"j:{ISS}\x1fjti-old" not in keys and "o:sid-new" in keys
+    finally:
+        if isinstance(store, RedisStore):
+            await store.clear()
+        await rcv.stop()
+
+
+@pytest.mark.parametrize("backend", ["sql", "redis"])
+async def test_pruning_keeps_a_later_cutoff_behind_an_older_revocation(backend: str, tmp_path: Path) -> None:
+    store: StateStore
+    if backend == "sql":
+        store = SQLStore(f"sqlite:///{tmp_path}/c.db")
+    else:
+        store = RedisStore(require_redis(), namespace="ssf-test-" + secrets.token_hex(4))
+    rcv = Receiver(ReceiverSettings(database_url="memory"), store=store)
+    await rcv.open()
+    try:
+        sid = Subject.opaque("sid-both")
+        facts = [Mutation(sid, CUTOFF, math.inf, 100), Mutation(sid, CUTOFF, 1000.0, 1000)]
+        batch = WriteBatch(mutations=[m for m in facts if rcv.state.apply(m)])
+        batch.snapshots[row_key(sid)] = [x.to_json() for x in rcv.state.export(sid)]
+        await store.commit(batch)
+        await rcv.prune_state(before=500)
+        for state in (rcv.state, await _reload(store)):
+            assert state.evaluate(_token(sid="sid-both"), 900).revoked
     finally:
         if isinstance(store, RedisStore):
             await store.clear()
