@@ -32,7 +32,7 @@ from receiver.effects import mutations_for
 from receiver.jwks import JWKSCache, JWKSError
 from receiver.reconcile import desired_config, needs_update, reconcile
 from receiver.settings import ReceiverSettings
-from receiver.state import Mutation, RevocationState, row_key
+from receiver.state import CUTOFF, Mutation, RevocationState, row_key
 from receiver.store import JtiTracker, MemoryStore, StateStore, WriteBatch, make_store
 from receiver.tokens import (
     AccessTokenValidator,
@@ -67,6 +67,16 @@ def _without_header(record: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(delivery, dict) and "authorization_header" in delivery:
         out["delivery"] = {k: v for k, v in delivery.items() if k != "authorization_header"}
     return out
+
+
+def _at_receipt(m: Mutation, now: float) -> Mutation:
+    """A revoked session (or token) is dated no earlier than its receipt: it refuses tokens of
+    any ``iat``, so pruning it by a back-dated ``event_timestamp`` would forget it before the
+    tokens issued until we heard of it expire. A finite cutoff keeps its event time: it only
+    refuses tokens issued by then, and those are past TOKEN_MAX_LIFETIME when it goes."""
+    if m.field == CUTOFF and m.value == math.inf and m.at < now:
+        return Mutation(m.subject, m.field, m.value, now)
+    return m
 
 
 class NotReady(Exception):
@@ -614,8 +624,8 @@ class Receiver:
             self._check_verification(set_)
         elif etype == uris.STREAM_UPDATED and isinstance(set_.event, StreamUpdated):
             self.stream_status = set_.event.status
-        mutations = [] if self._discard(set_) else mutations_for(set_)
         now = time.time()
+        mutations = [] if self._discard(set_) else [_at_receipt(m, now) for m in mutations_for(set_)]
         self.jtis.add(set_.jti, digest, now)
         batch.jtis.append((set_.jti, digest, now))
         changed = [m for m in mutations if self.state.apply(m)]

@@ -80,8 +80,8 @@ class ReceiverSettings(BaseSettings):
     #: expired (or is refused as too old). Never less than that.
     state_retention: int | None = Field(default=None, ge=60)
     #: Forget cutoffs and revoked sessions older than the retention (off by default: a kept
-    #: entry can only refuse a token, a forgotten one may let a token without ``iat``, or one
-    #: of a session revoked with an old ``event_timestamp``, through again).
+    #: entry can only refuse a token, a forgotten one may let a token without ``iat`` through
+    #: again). A revoked session's age counts from its receipt when its event time is older.
     prune_state: bool = False
     #: Seconds between attempts to store changes the store refused (it was down).
     store_retry_interval: float = Field(default=1.0, gt=0)

@@ -22,7 +22,9 @@ from receiver.settings import ReceiverSettings
 from receiver.state import CUTOFF, DISABLED, Mutation, RevocationState, TokenSubjects, is_revoked, row_key
 from receiver.store import JtiTracker, SQLStore, StateStore, WriteBatch
 from receiver.tokens import make_entry
-from ssf.events import SessionRevoked
+from ssf.events import CredentialChange, SessionRevoked
+from ssf.keys import KeySet, PublicKeys, generate_signing_key
+from ssf.set import SecurityEventToken, sign_set
 from ssf.subjects import Subject, parse_subject
 from tests.receiver.conftest import run_receiver
 from tests.receiver.fake import FakeTransmitter
@@ -254,6 +256,47 @@ async def test_pruning_keeps_a_later_cutoff_behind_an_older_revocation(backend: 
         await rcv.stop()
 
 
+def _store(backend: str, tmp_path: Path) -> StateStore:
+    if backend == "sql":
+        return SQLStore(f"sqlite:///{tmp_path}/r.db")
+    return RedisStore(require_redis(), namespace="ssf-test-" + secrets.token_hex(4))
+
+
+@pytest.mark.parametrize("backend", ["sql", "redis"])
+async def test_a_back_dated_revocation_is_kept_a_retention_from_its_receipt(
+    backend: str, tmp_path: Path
+) -> None:
+    """A revoked session refuses tokens of any iat: dated by a week-old event_timestamp it would
+    go at the next pass while tokens issued until we heard of it still live."""
+    store = _store(backend, tmp_path)
+    rcv = Receiver(ReceiverSettings(database_url="memory"), store=store)
+    key = generate_signing_key("ES256", kid="k")
+    rcv.configure(ISS, PublicKeys.from_key_set(KeySet([key])), audience="aud")
+    await rcv.open()
+    try:
+        week_ago = int(time.time()) - 7 * 86400
+
+        def signed(subject: Subject, event: Any) -> str:
+            return sign_set(SecurityEventToken.create(iss=ISS, aud="aud", sub_id=subject, event=event), key)
+
+        received = time.time()
+        assert await rcv.receive(signed(Subject.opaque("late"), SessionRevoked(event_timestamp=week_ago)))
+        change = CredentialChange(credential_type="password", change_type="update", event_timestamp=week_ago)
+        assert await rcv.receive(signed(Subject.iss_sub(ISS, "late-user"), change))
+        (m,) = rcv.state.export(Subject.opaque("late"))
+        assert m.at >= received  # dated by its receipt, not the week-old event time
+        # A day's retention: the finite cutoff (refusing tokens issued a week ago) goes, the
+        # revoked session stays, in memory and in the store.
+        assert await rcv.prune_state(before=time.time() - 86400) == 1
+        for state in (rcv.state, await _reload(store)):
+            assert state.evaluate(_token(sid="late"), time.time()).revoked
+            assert f"i:{ISS}\x1flate-user" not in state.cutoffs
+    finally:
+        if isinstance(store, RedisStore):
+            await store.clear()
+        await rcv.stop()
+
+
 async def test_redis_pruning_keeps_a_newer_fact_another_instance_wrote() -> None:
     url, ns = require_redis(), "ssf-test-" + secrets.token_hex(4)
     one, two = RedisStore(url, namespace=ns), RedisStore(url, namespace=ns)
@@ -307,20 +350,23 @@ def test_the_maintenance_loop_prunes_only_when_asked(
     }
     if prune:
         settings["prune_state"] = True
+    stale = f"i:{fake.base}/as\x1fstale"
     with run_receiver(fake, tmp_path, **settings) as rcv:
         long_ago = int(time.time()) - 3600
-        stale = fake.sign(Subject.opaque("stale"), SessionRevoked(event_timestamp=long_ago))
-        assert rcv.push(stale).status_code == 202
-        assert rcv.push(fake.sign(Subject.opaque("fresh"), SessionRevoked())).status_code == 202
-        assert is_revoked(rcv.receiver.state.cutoffs["o:stale"])
+        change = CredentialChange(credential_type="password", change_type="update", event_timestamp=long_ago)
+        assert rcv.push(fake.sign(Subject.iss_sub(fake.base + "/as", "stale"), change)).status_code == 202
+        # Revoked with an hour-old event time, but received now: kept a retention from now.
+        late = fake.sign(Subject.opaque("late"), SessionRevoked(event_timestamp=long_ago))
+        assert rcv.push(late).status_code == 202
+        assert rcv.receiver.state.cutoffs[stale] == long_ago
         if prune:
-            rcv.wait(lambda: "o:stale" not in rcv.receiver.state.cutoffs, "the maintenance loop", timeout=20)
+            rcv.wait(lambda: stale not in rcv.receiver.state.cutoffs, "the maintenance loop", timeout=20)
         else:
             time.sleep(7.5)  # past the maintenance tick (6 s with these retentions)
-            assert is_revoked(rcv.receiver.state.cutoffs["o:stale"])
-        assert is_revoked(rcv.receiver.state.cutoffs["o:fresh"])
+            assert stale in rcv.receiver.state.cutoffs
+        assert is_revoked(rcv.receiver.state.cutoffs["o:late"])
     state = asyncio.run(_reload_sql(f"sqlite:///{tmp_path}/receiver.db"))
-    assert ("o:stale" in state.cutoffs) is not prune and is_revoked(state.cutoffs["o:fresh"])
+    assert (stale in state.cutoffs) is not prune and is_revoked(state.cutoffs["o:late"])
 
 
 async def _reload_sql(url: str) -> RevocationState:
