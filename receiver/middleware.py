@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any, Final
 
 from receiver.core import Receiver
@@ -151,6 +152,9 @@ class ContinuousAuthMiddleware:
         if rcv.token_validator is None:
             raise TokenInvalid("this resource has no access-token validation configured")
         entry = await rcv.token_validator.validate(token)
+        if rcv.settings.prune_state and entry.active and not _has_iat(entry.claims):
+            # Its age cannot be told, so no pruned cutoff can be known not to have refused it.
+            raise TokenInvalid("the token has no iat (required while PRUNE_STATE is on)")
         rcv.tokens.put(entry)
         return entry
 
@@ -215,6 +219,11 @@ class ContinuousAuthMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+def _has_iat(claims: Mapping[str, Any]) -> bool:
+    iat = claims.get("iat")
+    return isinstance(iat, int | float) and not isinstance(iat, bool) and math.isfinite(iat)
 
 
 _MISSING: Final = Decision.deny("a bearer token is required")

@@ -79,9 +79,11 @@ class ReceiverSettings(BaseSettings):
     #: ``token_max_lifetime + token_leeway``, past which every token it could refuse has
     #: expired (or is refused as too old). Never less than that.
     state_retention: int | None = Field(default=None, ge=60)
-    #: Forget cutoffs and revoked sessions older than the retention (off by default: a kept
-    #: entry can only refuse a token, a forgotten one may let a token without ``iat`` through
-    #: again). A revoked session's age counts from its receipt when its event time is older.
+    #: Forget cutoffs and revoked sessions older than the retention. While on, an access
+    #: token without ``iat`` is refused (``invalid_token``): the receiver cannot tell its age,
+    #: so no pruned entry can be known not to have refused it (RFC 9068 JWTs carry ``iat``;
+    #: an introspection answer may not). A revoked session's age counts from its receipt
+    #: when its event time is older.
     prune_state: bool = False
     #: Seconds between attempts to store changes the store refused (it was down).
     store_retry_interval: float = Field(default=1.0, gt=0)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy
+from joserfc import jws
 from pydantic import ValidationError
 
 from receiver.core import Receiver
@@ -27,7 +28,7 @@ from ssf.keys import KeySet, PublicKeys, generate_signing_key
 from ssf.set import SecurityEventToken, sign_set
 from ssf.subjects import Subject, parse_subject
 from tests.receiver.conftest import run_receiver
-from tests.receiver.fake import FakeTransmitter
+from tests.receiver.fake import AUDIENCE, FakeTransmitter
 from tests.support.services import postgres_schema, require_redis
 
 ISS = "https://as.example"
@@ -376,3 +377,36 @@ async def _reload_sql(url: str) -> RevocationState:
         return await _reload(store)
     finally:
         await store.close()
+
+
+def _mint_without_iat(fake: FakeTransmitter, sub: str) -> str:
+    body = {"iss": fake.base + "/as", "sub": sub, "aud": AUDIENCE, "exp": int(time.time()) + 600}
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": fake.idp_key.kid}
+    return jws.serialize_compact(header, json.dumps(body).encode(), fake.idp_key.key, algorithms=["RS256"])
+
+
+@pytest.mark.parametrize("prune", [True, False], ids=["prune-on", "default-off"])
+def test_a_token_without_iat_is_refused_while_pruning(
+    fake: FakeTransmitter, tmp_path: Path, prune: bool
+) -> None:
+    """No iat: its age is unknown, so every cutoff refuses it; once a cutoff is pruned nothing
+    could tell whether it would have, so with pruning on such a token is refused outright."""
+    settings: dict[str, Any] = {"token_max_lifetime": 600, "token_leeway": 0, "verify_on_start": False}
+    with run_receiver(fake, tmp_path, prune_state=prune, **settings) as rcv:
+        if not prune:  # unchanged: accepted for a subject with no cutoff
+            assert rcv.whoami(_mint_without_iat(fake, "quiet")).status_code == 200
+            return
+        change = CredentialChange(
+            credential_type="password", change_type="update", event_timestamp=int(time.time()) - 3600
+        )
+        assert rcv.push(fake.sign(Subject.iss_sub(fake.base + "/as", "no-iat"), change)).status_code == 202
+        token = _mint_without_iat(fake, "no-iat")
+        assert rcv.whoami(token).status_code == 401
+        loop = rcv.receiver._loop
+        assert loop is not None
+        pruned = asyncio.run_coroutine_threadsafe(rcv.receiver.prune_state(time.time() - 600), loop)
+        assert pruned.result(timeout=30) == 1
+        resp = rcv.whoami(token)
+        assert resp.status_code == 401 and "no iat" in resp.headers["www-authenticate"]
+        assert rcv.whoami(_mint_without_iat(fake, "quiet")).status_code == 401
+        assert rcv.whoami(fake.mint("quiet")).status_code == 200
