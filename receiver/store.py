@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,7 +43,9 @@ class WriteBatch:
     mutations: list[Mutation] = field(default_factory=list)
     #: subject key → the subject's full current facts (JSON mutations), for snapshot stores.
     snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    #: Write even without jtis or mutations (snapshot rewrites).
+    #: Subject keys to delete (pruning), in order with the snapshots of the batches around it.
+    deletes: list[str] = field(default_factory=list)
+    #: Write even without jtis or mutations (snapshot rewrites, deletes).
     force: bool = False
 
     def __bool__(self) -> bool:
@@ -213,6 +215,8 @@ _SQLITE_SUBJECT = (
 )
 #: Most rows in one INSERT: 3 values a row stay under SQLite's oldest bound-value limit (999).
 _SQLITE_MAX_ROWS = 256
+#: Keys in one DELETE … IN (…): under SQLite's oldest bound-value limit (999).
+_DELETE_CHUNK = 500
 
 
 def _sqlite_insert(cursor: Any, sql: tuple[str, str], rows: list[tuple[Any, Any, Any]]) -> None:
@@ -342,29 +346,40 @@ class SQLStore:
     def _write(self, batches: list[WriteBatch]) -> None:
         now = time.time()
         jtis: dict[str, tuple[str, bytes, float]] = {}
-        subjects: dict[str, tuple[str, str, float]] = {}
+        #: key → its row, or None to delete it: the last batch (in commit order) wins.
+        final: dict[str, tuple[str, str, float] | None] = {}
         for b in batches:
             for jti, digest, at in b.jtis:
                 if jti not in jtis:
                     jtis[jti] = (jti, digest, at)
+            for key in b.deletes:
+                final[key] = None
             for key, facts in b.snapshots.items():
-                subjects[key] = (key, to_json(facts).decode(), now)
-        if not jtis and not subjects:
+                final[key] = (key, to_json(facts).decode(), now)
+        if not jtis and not final:
             return
+        subjects = [row for row in final.values() if row is not None]
+        deletes = [key for key, row in final.items() if row is None]
         if self.engine.dialect.name == "sqlite":
-            self._write_sqlite(list(jtis.values()), list(subjects.values()))
+            self._write_sqlite(list(jtis.values()), subjects, deletes)
         else:
             with self.engine.begin() as conn:
                 if jtis:
                     rows = [{"jti": j, "digest": d, "received_at": a} for j, d, a in jtis.values()]
                     conn.execute(self._upsert(jti_table, rows, ["jti"], update=False), rows)
+                for i in range(0, len(deletes), _DELETE_CHUNK):
+                    chunk = deletes[i : i + _DELETE_CHUNK]
+                    conn.execute(delete(subject_table).where(subject_table.c.key.in_(chunk)))
                 if subjects:
-                    srows = [{"key": k, "facts": f, "updated_at": u} for k, f, u in subjects.values()]
+                    srows = [{"key": k, "facts": f, "updated_at": u} for k, f, u in subjects]
                     conn.execute(self._upsert(subject_table, srows, ["key"], update=True), srows)
         self.transactions += 1
 
     def _write_sqlite(
-        self, jtis: list[tuple[str, bytes, float]], subjects: list[tuple[str, str, float]]
+        self,
+        jtis: list[tuple[str, bytes, float]],
+        subjects: list[tuple[str, str, float]],
+        deletes: Sequence[str] = (),
     ) -> None:
         """One transaction on the kept DBAPI connection: SQLAlchemy's per-transaction
         bookkeeping (pool checkout, events, result objects) cost as much as the rows."""
@@ -376,6 +391,12 @@ class SQLStore:
             try:
                 if jtis:
                     _sqlite_insert(cursor, _SQLITE_JTI, jtis)
+                for i in range(0, len(deletes), _DELETE_CHUNK):
+                    chunk = deletes[i : i + _DELETE_CHUNK]
+                    cursor.execute(
+                        "DELETE FROM ssf_receiver_subject WHERE key IN (" + ",".join("?" * len(chunk)) + ")",
+                        chunk,
+                    )
                 if subjects:
                     _sqlite_insert(cursor, _SQLITE_SUBJECT, subjects)
             finally:
@@ -421,16 +442,11 @@ class SQLStore:
     async def forget(
         self, keys: list[str], snapshots: dict[str, list[dict[str, Any]]], before: float | None = None
     ) -> None:
-        if keys:
-
-            def run() -> None:
-                with self.engine.begin() as conn:
-                    for i in range(0, len(keys), 500):
-                        conn.execute(delete(subject_table).where(subject_table.c.key.in_(keys[i : i + 500])))
-
-            await asyncio.to_thread(run)
-        if snapshots:
-            await self.commit(WriteBatch(snapshots=snapshots, force=True))
+        """Through the serialised writer, queued now: a later commit of the same subject (a new
+        revocation applied after the prune) is written after this delete, an earlier one before,
+        as memory saw them."""
+        if keys or snapshots:
+            await self.commit(WriteBatch(deletes=list(keys), snapshots=snapshots, force=True))
 
     async def lookup_jti(self, jti: str) -> bytes | None:
         def run() -> bytes | None:

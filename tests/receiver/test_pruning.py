@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -320,6 +321,43 @@ async def test_redis_pruning_keeps_a_newer_fact_another_instance_wrote() -> None
     finally:
         await one.clear()
         await two.close()
+        await rcv.stop()
+
+
+async def test_sql_pruning_deletes_in_order_with_the_writes(sql_url: str) -> None:
+    """forget goes through the serialised writer: a snapshot committed before the prune is
+    written before its delete, never after it (which would bring a pruned row back)."""
+    store = SQLStore(sql_url)
+    rcv = Receiver(ReceiverSettings(database_url="memory"), store=store)
+    await rcv.open()
+    gate = threading.Event()
+    write = store._write
+
+    def held_once(batches: list[WriteBatch]) -> None:
+        if not gate.is_set():
+            gate.wait(timeout=30)
+        write(batches)
+
+    store._write = held_once  # type: ignore[method-assign]
+    try:
+        busy = asyncio.create_task(store.commit(WriteBatch(force=True, snapshots={"o:other": []})))
+        await asyncio.sleep(0.05)  # the writer is inside its first transaction
+        # A back-dated cutoff arrives while the writer is busy; its snapshot waits in the queue.
+        late = Subject.iss_sub(ISS, "late")
+        assert rcv.state.apply(Mutation(late, CUTOFF, 100.0, 100))
+        queued = asyncio.create_task(
+            store.commit(WriteBatch(snapshots={row_key(late): [m.to_json() for m in rcv.state.export(late)]}))
+        )
+        await asyncio.sleep(0)
+        pruning = asyncio.create_task(rcv.prune_state(before=500))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(busy, queued)
+        assert await pruning == 1
+        assert row_key(late) not in rcv.state.cutoffs
+        assert row_key(late) not in _stored_keys(store)  # memory and store agree
+    finally:
+        gate.set()
         await rcv.stop()
 
 
