@@ -243,6 +243,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=5000")
+    # Pruned and forgotten rows are overwritten, not left readable in free pages of the file.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 

@@ -361,6 +361,27 @@ async def test_sql_pruning_deletes_in_order_with_the_writes(sql_url: str) -> Non
         await rcv.stop()
 
 
+async def test_sqlite_leaves_no_pruned_row_readable_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLStore(f"sqlite:///{path}")
+
+    def library_default_off(dbapi_conn: Any, _record: Any) -> None:
+        # As an SQLite built without SQLITE_SECURE_DELETE (python.org, macOS; Debian's has it).
+        dbapi_conn.execute("PRAGMA secure_delete=OFF")
+
+    sqlalchemy.event.listen(store.engine, "connect", library_default_off, insert=True)
+    await store.open()
+    marker = "forgotten-session-" + secrets.token_hex(8)
+    subject = Subject.opaque(marker)
+    await store.commit(WriteBatch(snapshots={row_key(subject): [{"subject": subject.to_dict()}]}, force=True))
+    await store.commit(WriteBatch(snapshots={"o:kept": []}, force=True))
+    await store.forget([row_key(subject)], {})
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+    await store.close()  # the last connection checkpoints the WAL into the file
+    assert marker.encode() not in path.read_bytes()
+
+
 async def test_sql_rows_of_the_previous_version_are_upgraded_on_load(sql_url: str) -> None:
     store = SQLStore(sql_url)
     await store.open()
