@@ -56,7 +56,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tx.notifier.bind(asyncio.get_running_loop())
-        worker = ObservedDeliveryWorker(tx, obs)
+        worker = ObservedDeliveryWorker(tx, obs, offload)
         await worker.start()
         scheduler = _start_rotation(tx)
         listener = None

@@ -34,6 +34,7 @@ from sqlalchemy.exc import OperationalError
 
 from ssf import uris
 from transmitter.db import DELIVERED, PENDING, REJECTED, begin, outbox_t, relax_commit, stream_t
+from transmitter.offload import Offload
 from transmitter.service import Transmitter
 from transmitter.ssrf import GuardedResolver
 
@@ -65,8 +66,11 @@ class _Outcome:
 
 
 class DeliveryWorker:
-    def __init__(self, tx: Transmitter) -> None:
+    def __init__(self, tx: Transmitter, offload: Offload | None = None) -> None:
+        """``offload``: the application's database threads (its own when not given)."""
         self.tx = tx
+        self._own_offload = offload is None
+        self._db = offload if offload is not None else Offload(max_workers=8, name="ssf-push-db")
         self.s = tx.settings
         self.owner = self.s.instance_id or "i_" + secrets.token_hex(6)
         self.active: dict[str, asyncio.Task[None]] = {}
@@ -200,12 +204,14 @@ class DeliveryWorker:
         self._unflushed.clear()
         if leftover:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self._mark_delivered, leftover)
+                await self._db(self._mark_delivered, leftover)
         if self._session is not None:
             await self._session.close()
         # Leave nothing leased: another instance (or our restart) may continue at once.
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._release_all)
+            await self._db(self._release_all)
+        if self._own_offload:
+            self._db.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -232,7 +238,7 @@ class DeliveryWorker:
         while not self._stopping:
             await asyncio.sleep(self.s.maintenance_interval)
             try:
-                await asyncio.to_thread(self.tx.maintain)
+                await self._db(self.tx.maintain)
             except Exception as exc:  # keep the loop alive; the next tick retries
                 _log_failure("maintenance failed", exc)
 
@@ -240,7 +246,7 @@ class DeliveryWorker:
         while not self._stopping:
             self._wake.clear()
             try:
-                claimed = await asyncio.to_thread(self._claim, frozenset(self.active))
+                claimed = await self._db(self._claim, frozenset(self.active))
             except Exception as exc:
                 _log_failure("claiming push work failed", exc)
                 claimed = {}
@@ -387,7 +393,7 @@ class DeliveryWorker:
                     batch, first = first, None
                 else:
                     delivered = self._unflushed.pop(sid, []) + self._flushing.get(sid, []) + delivered
-                    batch = await asyncio.to_thread(self._fetch, sid, delivered)
+                    batch = await self._db(self._fetch, sid, delivered)
                     delivered = []
                 if batch is None:
                     if not await self._idle(wake):
@@ -404,12 +410,12 @@ class DeliveryWorker:
                         delivered.append(row.id)
                         continue
                     delivered = self._unflushed.pop(sid, []) + delivered
-                    await asyncio.to_thread(self._mark_delivered, delivered)
+                    await self._db(self._mark_delivered, delivered)
                     delivered = []
                     if outcome.reject is not None:
-                        await asyncio.to_thread(self._mark_rejected, row.id, outcome.reject)
+                        await self._db(self._mark_rejected, row.id, outcome.reject)
                         continue
-                    await asyncio.to_thread(self._record_failure, sid, row, batch.status, outcome)
+                    await self._db(self._record_failure, sid, row, batch.status, outcome)
                     failed = True
                     break
                 if failed:
@@ -435,9 +441,9 @@ class DeliveryWorker:
             delivered = self._unflushed.pop(sid, []) + delivered
             with contextlib.suppress(Exception):
                 if delivered:
-                    await asyncio.to_thread(self._mark_delivered, delivered)
+                    await self._db(self._mark_delivered, delivered)
                 if release:
-                    await asyncio.to_thread(self._release, sid)
+                    await self._db(self._release, sid)
             self._wake.set()
 
     async def _idle(self, wake: asyncio.Event) -> bool:
@@ -469,7 +475,7 @@ class DeliveryWorker:
             for sid, group in taken.items():
                 self._flushing.setdefault(sid, []).extend(group)
             try:
-                await asyncio.to_thread(self._mark_delivered, ids)
+                await self._db(self._mark_delivered, ids)
             except Exception as exc:
                 _log_failure("recording deliveries failed", exc)
             finally:

@@ -46,6 +46,7 @@ from ssf.poll import PollRequest
 from transmitter.auth import Principal
 from transmitter.db import PENDING, begin, outbox_t, stream_t
 from transmitter.delivery import DeliveryWorker, _Outcome
+from transmitter.offload import Offload
 from transmitter.service import Transmitter
 
 __all__ = ["Observability", "ObservedDeliveryWorker", "install_ops", "set_claims"]
@@ -229,8 +230,8 @@ def _poll_fields(stream_id: str, jti: str, served: tuple[Any, Any] | None) -> di
 class ObservedDeliveryWorker(DeliveryWorker):
     """The push worker, with a metric and a log line for every attempt."""
 
-    def __init__(self, tx: Transmitter, obs: Observability) -> None:
-        super().__init__(tx)
+    def __init__(self, tx: Transmitter, obs: Observability, offload: Offload | None = None) -> None:
+        super().__init__(tx, offload)
         self.obs = obs
 
     async def _stream_loop(self, sid: str, first: Any = None) -> None:
