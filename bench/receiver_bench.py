@@ -9,14 +9,15 @@
   p50 of each, µs. No HTTP noise: the figure is exactly what the middleware adds.
 * state: the state check alone, ns: the cached path (one generation comparison) and a full
   evaluation of a token's 5 subject keys against a state of 1M entries.
-* push: the receiver service (``create_app``; uvicorn + uvloop + httptools, no access log, a
-  SQLite file) in its own process; a load generator on loopback POSTs N distinct, pre-signed
-  SETs over C keep-alive connections, one request in flight on each. The default generator
-  writes pre-built requests on raw asyncio connections (~25 µs of its own CPU per request,
-  against ~200 µs for aiohttp, ``--generator aiohttp``), so the figure is the receiver's,
-  not the client's. Every SET is verified, applied and committed (group commit) before its
-  202. SETs/s = N / wall time; the receiver's count is checked. Printed with it: the
-  server's and the generator's CPU µs per SET, request p50/p99, and (unless
+* push: the receiver service (``create_app``; uvicorn + uvloop with the receiver's push
+  protocol as ``ssf receiver serve`` runs it, ``--server-http uvicorn`` for uvicorn's httptools
+  one; no access log, a SQLite file) in its own process; a load generator on loopback POSTs
+  N distinct, pre-signed SETs over C keep-alive connections, one request in flight on each.
+  The default generator writes pre-built requests on raw asyncio connections (~25 µs of its
+  own CPU per request, against ~200 µs for aiohttp, ``--generator aiohttp``), so the figure
+  is the receiver's, not the client's. Every SET is verified, applied and committed (group
+  commit) before its 202. SETs/s = N / wall time; the receiver's count is checked. Printed
+  with it: the server's and the generator's CPU µs per SET, request p50/p99, and (unless
   ``--no-baseline``) a bare uvicorn route under the same load as the floor.
 * poll: a minimal RFC 8936 transmitter in its own process serves the same N pre-signed SETs
   (``maxEvents`` 1000); the receiver's :class:`Poller` drains them in this process, verifying,
@@ -239,8 +240,11 @@ def _serve_baseline(port: int) -> None:
     )
 
 
-def _serve_receiver(port: int, jwks_file: str, db_url: str, log_level: str = "off") -> None:
-    """Subprocess: the receiver service, configured with the bench transmitter's keys.
+def _serve_receiver(
+    port: int, jwks_file: str, db_url: str, log_level: str = "off", http: str = "receiver"
+) -> None:
+    """Subprocess: the receiver service, configured with the bench transmitter's keys, on the
+    HTTP protocol ``ssf receiver serve`` uses (``http="uvicorn"``: uvicorn's httptools one).
 
     ``log_level`` other than ``off``: JSON logs as ``ssf receiver serve`` writes them by default
     (one line per SET at ``info``), to /dev/null, so their cost is in the figure.
@@ -267,7 +271,7 @@ def _serve_receiver(port: int, jwks_file: str, db_url: str, log_level: str = "of
         host="127.0.0.1",
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=app.http_protocol if http == "receiver" else "httptools",
         access_log=False,
         log_level="warning",
         log_config=log_config,
@@ -422,6 +426,7 @@ def _push(
     generator: str,
     baseline: bool,
     server_log: str = "off",
+    server_http: str = "receiver",
 ) -> dict[str, Any]:
     import httpx
 
@@ -435,7 +440,7 @@ def _push(
     proc = subprocess.Popen(
         [
             *(str(BIN / "python"), "-m", "bench.receiver_bench", "_serve-receiver"),
-            *(str(port), str(jwks_file), db, server_log),
+            *(str(port), str(jwks_file), db, server_log, server_http),
         ]
     )
     try:
@@ -451,7 +456,7 @@ def _push(
     elapsed, lat = run["elapsed"], run["latencies"]
     out: dict[str, Any] = {
         "alg": alg, "n": n, "concurrency": concurrency, "store": store, "generator": generator,
-        "server_log": server_log,
+        "server_log": server_log, "server_http": server_http,
         "sets_per_s": round(n / elapsed), "server_cpu_us_per_set": round(cpu / n * 1e6, 1),
         "sets_per_server_cpu_s": round(n / cpu) if cpu else None,
         "generator_cpu_us_per_set": round(run["cpu"] / n * 1e6, 1),
@@ -764,7 +769,7 @@ def _latency(mode: str, n: int, workdir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "_serve-receiver":
-        _serve_receiver(int(args[1]), args[2], args[3], args[4] if len(args) > 4 else "off")
+        _serve_receiver(int(args[1]), *args[2:4], *args[4:6])
         return 0
     if args and args[0] == "_serve-baseline":
         _serve_baseline(int(args[1]))
@@ -794,6 +799,13 @@ def main(argv: list[str] | None = None) -> int:
         default="off",
         help="push server logging: off, or JSON at a level as 'ssf receiver serve' (default info)",
     )
+    p.add_argument(
+        "--server-http",
+        choices=["receiver", "uvicorn"],
+        default="receiver",
+        help="push server HTTP protocol: the receiver's (pushes off the socket, as 'ssf receiver "
+        "serve'), or uvicorn's httptools one for every request",
+    )
     p.add_argument("--memory-n", type=int, default=1_000_000)
     p.add_argument("--requests", type=int, default=20_000, help="middleware timing loop size")
     p.add_argument("--events", type=int, default=1000, help="events per end-to-end latency run")
@@ -809,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
             if "push" in parts:
                 r = _push(
                     *(alg, opts.n, opts.concurrency, opts.store, work),
-                    *(opts.generator, not opts.no_baseline, opts.server_log),
+                    *(opts.generator, not opts.no_baseline, opts.server_log, opts.server_http),
                 )
                 results[f"push_{alg}"] = r
                 print(f"push {alg}:", json.dumps(r), flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +13,7 @@ from receiver.middleware import ContinuousAuthMiddleware
 from receiver.ops import install_ops
 from receiver.policy import Policy
 from receiver.push import PushEndpoint, push_route
+from receiver.push_http import push_protocol
 from receiver.settings import ReceiverSettings
 
 __all__ = ["create_app"]
@@ -53,6 +55,14 @@ class ReceiverAPI(FastAPI):
     push_path: str = "/ssf/push"
     push_app: PushEndpoint | None = None
 
+    @property
+    def http_protocol(self) -> type[asyncio.Protocol] | str:
+        """For ``uvicorn.Config(http=...)``: pushes answered straight off the socket, every
+        other request by uvicorn's own HTTP protocol (:mod:`receiver.push_http`)."""
+        if self.push_app is None:
+            return "auto"
+        return push_protocol(self.push_app, self.push_path)
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.push_app is not None and scope["type"] == "http" and scope["path"] == self.push_path:
             await self.push_app(scope, receive, send)
@@ -66,7 +76,7 @@ def create_app(
     protected_demo: bool = True,
     policy: Policy | None = None,
     receiver: Receiver | None = None,
-) -> FastAPI:
+) -> ReceiverAPI:
     """The receiver service. Lifespan: discovery, stream reconciliation, verification, polling."""
     rcv = receiver or Receiver(settings)
     app = ReceiverAPI(title="SSF receiver", version="0.1.0", lifespan=rcv.lifespan)

@@ -51,11 +51,23 @@ def serve(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
+    from rich.markup import escape
+
+    from receiver.credential import SecretUnavailable
+
     application = create_app(protected_demo=not no_demo)
+    receiver = application.state.receiver
+    if receiver.generates_credential:
+        try:
+            receiver.prepare_secret()
+        except SecretUnavailable as exc:
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+            raise typer.Exit(1) from None
     config = uvicorn.Config(
         application,
         host=host,
         port=port,
+        http=application.http_protocol,
         access_log=False,
         log_level="warning",
         log_config=None,  # keep configure_logging's handler

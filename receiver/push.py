@@ -4,6 +4,10 @@
 SET (bounded), validates, applies and persists it, and only then answers 202 with an empty
 body. A refused SET gets 400 ``{"err", "description"}`` with the RFC 8935 §2.4 / SSF code
 and ``Content-Language: en``. Nothing here raises to the server: storage failures are 503.
+
+The checks and answers live in :meth:`PushEndpoint.screen` and :meth:`PushEndpoint.apply`,
+apart from ASGI, so :mod:`receiver.push_http` serves the same endpoint straight off the
+socket with the same answers.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.routing import Route
@@ -19,7 +24,7 @@ from starlette.routing import Route
 from receiver.core import NotReady, Receiver
 from ssf.errors import SETError, SETTooLarge
 
-__all__ = ["PushEndpoint", "push_route"]
+__all__ = ["Answer", "PushEndpoint", "push_route"]
 
 log = logging.getLogger("receiver.push")
 
@@ -27,9 +32,50 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Headers = tuple[tuple[bytes, bytes], ...]
 
-_ACCEPTED: Message = {"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]}
-_EMPTY: Message = {"type": "http.response.body", "body": b""}
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One response of the push endpoint: status, headers (with the length) and body."""
+
+    status: int
+    headers: Headers
+    body: bytes = b""
+
+    @classmethod
+    def error(cls, status: int, body: dict[str, str], headers: Headers = ()) -> Answer:
+        """An RFC 8935 §2.3 error object as JSON, in English."""
+        payload = json.dumps(body).encode()
+        h = (
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"content-language", b"en"),
+            *headers,
+        )
+        return cls(status, h, payload)
+
+
+ACCEPTED = Answer(202, ((b"content-length", b"0"),))
+_NOT_POST = Answer.error(405, {"err": "invalid_request", "description": "use POST"}, ((b"allow", b"POST"),))
+_UNAUTHENTICATED = Answer.error(
+    401,
+    {"err": "authentication_failed", "description": "the Authorization header is missing or wrong"},
+    ((b"www-authenticate", b"Bearer"),),
+)
+_MEDIA_TYPE = Answer.error(
+    400, {"err": "invalid_request", "description": "Content-Type must be application/secevent+jwt"}
+)
+_STARTING = Answer.error(
+    503,
+    {"err": "temporarily_unavailable", "description": "the receiver is starting"},
+    ((b"retry-after", b"1"),),
+)
+_NOT_STORED = Answer.error(
+    503,
+    {"err": "temporarily_unavailable", "description": "the SET could not be stored"},
+    ((b"retry-after", b"5"),),
+)
 
 
 class PushEndpoint:
@@ -44,6 +90,14 @@ class PushEndpoint:
         self.failure_limit = receiver.settings.push_auth_failure_limit
         self.failure_window = receiver.settings.push_auth_failure_window
         self._failures: dict[str, tuple[int, float]] = {}
+        self.too_large = Answer.error(
+            400, {"err": SETTooLarge.err, "description": f"SET exceeds {self.max_bytes} bytes"}
+        )
+        self.too_many = Answer.error(
+            429,
+            {"err": "too_many_requests", "description": "too many failed authentication attempts"},
+            ((b"retry-after", str(max(1, int(self.failure_window))).encode()),),
+        )
 
     def _blocked(self, client: str) -> bool:
         hit = self._failures.get(client)
@@ -64,13 +118,44 @@ class PushEndpoint:
         while len(self._failures) > 10_000:  # bounded memory: the oldest entries go first
             del self._failures[next(iter(self._failures))]
 
+    async def screen(
+        self, client: str, authorization: bytes, ctype: bytes, length: bytes | None
+    ) -> Answer | None:
+        """The answer to a POST refused before its body matters (rate limit, credential, media
+        type, declared size), or None to go on and :meth:`apply` the body."""
+        credential = self.receiver.push_credential
+        if credential is not None:
+            if self._blocked(client):
+                return self.too_many
+            if not credential.matches(authorization) and not await self.receiver.recheck_push_credential(
+                authorization
+            ):
+                self._failed(client)
+                return _UNAUTHENTICATED
+        if not _is_set_media_type(ctype):
+            # RFC 8935 §2.1: a pushed SET travels as application/secevent+jwt.
+            return _MEDIA_TYPE
+        if length is not None and length.isdigit() and int(length) > self.read_limit:
+            return self.too_large
+        return None
+
+    async def apply(self, body: bytes) -> Answer:
+        """Validate, apply and store one pushed SET; 202 only once it is durable."""
+        try:
+            await self.receiver.receive(body)
+        except SETError as exc:
+            return Answer.error(400, exc.to_body())
+        except NotReady:
+            return _STARTING
+        except Exception:  # storage down: the transmitter retries; never a traceback on the wire
+            log.exception("applying a pushed SET failed")
+            return _NOT_STORED
+        return ACCEPTED
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            await _send(
-                send, 405, {"err": "invalid_request", "description": "use POST"}, [(b"allow", b"POST")]
-            )
+            await _send(send, _NOT_POST)
             return
-        credential = self.receiver.push_credential
         got = b""
         length = None
         ctype = b""
@@ -82,40 +167,9 @@ class PushEndpoint:
             elif name == b"content-type":
                 ctype = value
         client = (scope.get("client") or ("?", 0))[0]
-        if credential is not None and self._blocked(client):
-            await _send(
-                send,
-                429,
-                {"err": "too_many_requests", "description": "too many failed authentication attempts"},
-                [(b"retry-after", str(max(1, int(self.failure_window))).encode())],
-            )
-            return
-        if (
-            credential is not None
-            and not credential.matches(got)
-            and not await self.receiver.recheck_push_credential(got)
-        ):
-            self._failed(client)
-            await _send(
-                send,
-                401,
-                {
-                    "err": "authentication_failed",
-                    "description": "the Authorization header is missing or wrong",
-                },
-                [(b"www-authenticate", b"Bearer")],
-            )
-            return
-        if not _is_set_media_type(ctype):
-            # RFC 8935 §2.1: a pushed SET travels as application/secevent+jwt.
-            await _send(
-                send,
-                400,
-                {"err": "invalid_request", "description": "Content-Type must be application/secevent+jwt"},
-            )
-            return
-        if length is not None and length.isdigit() and int(length) > self.read_limit:
-            await self._too_large(send)
+        refused = await self.screen(client, got, ctype, length)
+        if refused is not None:
+            await _send(send, refused)
             return
         body = b""
         more = True
@@ -126,53 +180,18 @@ class PushEndpoint:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.read_limit:
-                await self._too_large(send)
+                await _send(send, self.too_large)
                 return
-        try:
-            await self.receiver.receive(body)
-        except SETError as exc:
-            await _send(send, 400, exc.to_body())
-            return
-        except NotReady:
-            await _send(
-                send,
-                503,
-                {"err": "temporarily_unavailable", "description": "the receiver is starting"},
-                [(b"retry-after", b"1")],
-            )
-            return
-        except Exception:  # storage down: the transmitter retries; never a traceback on the wire
-            log.exception("applying a pushed SET failed")
-            await _send(
-                send,
-                503,
-                {"err": "temporarily_unavailable", "description": "the SET could not be stored"},
-                [(b"retry-after", b"5")],
-            )
-            return
-        await send(_ACCEPTED)
-        await send(_EMPTY)
-
-    async def _too_large(self, send: Send) -> None:
-        await _send(send, 400, {"err": SETTooLarge.err, "description": f"SET exceeds {self.max_bytes} bytes"})
+        await _send(send, await self.apply(body))
 
 
 def _is_set_media_type(value: bytes) -> bool:
     return value.split(b";", 1)[0].strip().lower() == b"application/secevent+jwt"
 
 
-async def _send(
-    send: Send, status: int, body: dict[str, str], headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    payload = json.dumps(body).encode()
-    h = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        (b"content-language", b"en"),
-        *(headers or ()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": h})
-    await send({"type": "http.response.body", "body": payload})
+async def _send(send: Send, answer: Answer) -> None:
+    await send({"type": "http.response.start", "status": answer.status, "headers": list(answer.headers)})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 def push_route(receiver: Receiver, path: str = "/ssf/push") -> Route:

@@ -63,6 +63,9 @@ class Running:
         self.receiver = receiver
         self.fake = fake
         self.http = httpx.Client(base_url=url, timeout=10)
+        #: Pushes go on their own connections, as a transmitter's do: a connection that served
+        #: another path is uvicorn's from then on (receiver.push_http), even for pushes.
+        self.pusher = httpx.Client(base_url=url, timeout=10)
 
     def push(self, token: str, *, auth: str | bool | None = True, **headers: str) -> httpx.Response:
         h = {"Content-Type": "application/secevent+jwt", "Accept": "application/json", **headers}
@@ -71,7 +74,7 @@ class Running:
             h["Authorization"] = self.receiver.push_authorization
         elif isinstance(auth, str):
             h["Authorization"] = auth
-        return self.http.post("/ssf/push", content=token, headers=h)
+        return self.pusher.post("/ssf/push", content=token, headers=h)
 
     def whoami(self, token: str, **headers: str) -> httpx.Response:
         return self.http.get("/protected/whoami", headers={"Authorization": f"Bearer {token}", **headers})
@@ -98,6 +101,7 @@ def run_receiver(
             yield running
         finally:
             running.http.close()
+            running.pusher.close()
 
 
 @pytest.fixture(scope="module")

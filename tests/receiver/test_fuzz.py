@@ -87,7 +87,7 @@ def test_signed_garbage_claims_are_202_or_400(rcv: Running, data: st.DataObject)
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 def test_arbitrary_push_bodies_never_500(rcv: Running, body: bytes) -> None:
-    resp = rcv.http.post(
+    resp = rcv.pusher.post(
         "/ssf/push",
         content=body,
         headers={

@@ -84,6 +84,8 @@ class ThreadedServer(uvicorn.Server):
 def serve(app: Any, *, port: int | None = None, **config: Any) -> Iterator[str]:
     """Run an ASGI app on a real loopback port in a thread; yields its base URL."""
     port = port or free_port()
+    if "http" not in config and hasattr(app, "http_protocol"):
+        config["http"] = app.http_protocol  # the receiver service: served as `ssf receiver serve` does
     cfg = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on", **config
     )
