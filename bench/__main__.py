@@ -7,6 +7,7 @@ import sys
 
 #: Benchmark name → module (each has ``main(argv: list[str]) -> int``).
 BENCHMARKS: dict[str, str] = {
+    "prune": "bench.prune_bench",
     "set": "bench.set_bench",
     "receiver": "bench.receiver_bench",
     "transmitter": "bench.transmitter_bench",

@@ -495,20 +495,29 @@ class Receiver:
         """Forget cutoffs and revoked sessions made before ``before`` in memory and storage
         (the caller's bound: every token they could refuse has expired); returns how many.
         Account-disabled and device states are facts until undone, never pruned."""
-        dead, reset = self.state.prune_cutoffs(before)
-        snapshots: dict[str, list[dict[str, Any]]] = {}
-        gone: list[str] = []
-        for key in dead:
-            rec = self.state.records.get(key)
-            if rec is None:
-                gone.append(key)
-            else:
-                snapshots[key] = [m.to_json() for m in self.state.export(rec.subject)]
-        for subject in reset:
-            snapshots[row_key(subject)] = [m.to_json() for m in self.state.export(subject)]
-        if gone or snapshots:
-            await self.store.forget(gone, snapshots, before)
-        return len(dead) + len(reset)
+        total = 0
+        steps = self.state.prune_chunks(before)
+        try:
+            for dead, reset in steps:
+                # Built and queued before anything else runs: the store sees the deletes in the
+                # order memory made them, among the commits around them.
+                snapshots: dict[str, list[dict[str, Any]]] = {}
+                gone: list[str] = []
+                for key in dead:
+                    rec = self.state.records.get(key)
+                    if rec is None:
+                        gone.append(key)
+                    else:
+                        snapshots[key] = [m.to_json() for m in self.state.export(rec.subject)]
+                for subject in reset:
+                    snapshots[row_key(subject)] = [m.to_json() for m in self.state.export(subject)]
+                if gone or snapshots:
+                    await self.store.forget(gone, snapshots, before)
+                total += len(dead) + len(reset)
+                await asyncio.sleep(0)  # the event loop runs between two steps
+        finally:
+            steps.close()
+        return total
 
     # --- receiving ------------------------------------------------------------------
     async def verify(self, token: str | bytes) -> SecurityEventToken:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -77,6 +77,27 @@ def _revoked_value(at: float) -> float:
             _REVOKED_VALUES.clear()
         shared = _REVOKED_VALUES[value] = value
     return shared
+
+
+def _minute(at: float) -> int:
+    return int(at // _GRAIN)
+
+
+def _index(index: dict[int, list[str]], key: str, old: float, new: float) -> None:
+    """List ``key`` under the minute of its new cutoff's time (unless it is there already)."""
+    at = cutoff_time(new)
+    if not math.isfinite(at):
+        return  # kept for good: never pruned
+    minute = _minute(at)
+    if old != _NEG_INF:
+        was = cutoff_time(old)
+        if math.isfinite(was) and _minute(was) == minute:
+            return
+    refs = index.get(minute)
+    if refs is None:
+        index[minute] = [key]
+    else:
+        refs.append(key)
 
 
 def is_revoked(cutoff: float) -> bool:
@@ -385,13 +406,22 @@ class RevocationState:
     #: Kept as cutoffs change, so reporting never walks a million entries.
     total_cutoffs: int = 0
     total_revoked: int = 0
+    #: Cutoff keys by the minute of their entry's time (simple keys; complex subject keys), so
+    #: pruning visits the old minutes only and never walks every entry. A key is listed under
+    #: its current minute; a moved one leaves a stale reference behind, dropped when met.
+    by_minute: dict[int, list[str]] = field(default_factory=dict)
+    complex_by_minute: dict[int, list[str]] = field(default_factory=dict)
 
     # --- writing ---------------------------------------------------------------------
     def apply(self, m: Mutation) -> bool:
         """Apply one mutation; True when it changed anything (listeners run then)."""
         subject = m.subject
         if subject.is_complex:
-            changed = self._complex_record(subject).apply(m)
+            crec = self._complex_record(subject)
+            was = crec.cutoff
+            changed = crec.apply(m)
+            if changed and m.field == CUTOFF:
+                _index(self.complex_by_minute, subject.key, was, crec.cutoff)
         elif m.field == CUTOFF:
             key = subject_key(subject)
             old = self.cutoffs.get(key, _NEG_INF)
@@ -403,6 +433,7 @@ class RevocationState:
                     self.total_cutoffs += 1
                 if value >= REVOKED > old:
                     self.total_revoked += 1
+                _index(self.by_minute, key, old, value)
         else:
             key = subject_key(subject)
             rec = self.records.get(key)
@@ -430,28 +461,74 @@ class RevocationState:
 
     def prune_cutoffs(self, before: float) -> tuple[list[str], list[Subject]]:
         """Forget cutoffs and revoked sessions made before ``before`` (the caller's bound:
-        every token they could refuse has expired by then).
+        every token they could refuse has expired by then), all at once.
 
         Returns the simple keys that lost their cutoff, and the complex subjects whose cutoff
         was reset.
         """
-        limit = REVOKED + before  # a revoked session made before ``before`` sits below it
-        dead = [k for k, v in self.cutoffs.items() if v < before or REVOKED <= v < limit]
-        revoked = 0
-        for k in dead:
-            if self.cutoffs.pop(k) >= REVOKED:
-                revoked += 1
-        self.total_cutoffs -= len(dead)
-        self.total_revoked -= revoked
-        reset = []
-        for entry in self.complex.values():
-            cut = entry.record.cutoff
-            if cut != _NEG_INF and cutoff_time(cut) < before:
-                entry.record.cutoff = _NEG_INF
-                reset.append(entry.record.subject)
+        dead: list[str] = []
+        reset: list[Subject] = []
+        for d, r in self.prune_chunks(before, size=1 << 62):
+            dead += d
+            reset += r
+        return dead, reset
+
+    def prune_chunks(
+        self, before: float, size: int = 2_000
+    ) -> Generator[tuple[list[str], list[Subject]], None, None]:
+        """:meth:`prune_cutoffs` in steps of at most ``size`` visited entries, for a caller
+        that yields to the event loop between two (a million old entries are ~0.1 s of work).
+
+        Only the minutes before ``before`` are visited. Changes made between two steps are
+        safe: every entry is judged by its value when its turn comes, and the minutes that
+        appear meanwhile wait for the next pass.
+        """
+        dead: list[str] = []
+        reset: list[Subject] = []
+        budget = size
+        for index, simple in ((self.by_minute, True), (self.complex_by_minute, False)):
+            for minute in sorted(m for m in index if m * _GRAIN < before):
+                refs = index.get(minute)
+                if refs is None:
+                    continue
+                keep: list[str] = []  # in the minute ``before`` falls in, and younger than it
+                try:
+                    while refs:
+                        key = refs.pop()
+                        entry: _ComplexEntry | None = None
+                        if simple:
+                            cut = self.cutoffs.get(key, _NEG_INF)
+                        else:
+                            entry = self.complex.get(key)
+                            cut = entry.record.cutoff if entry is not None else _NEG_INF
+                        if cut != _NEG_INF:
+                            at = cutoff_time(cut)
+                            if at < before:
+                                if simple:
+                                    del self.cutoffs[key]
+                                    self.total_cutoffs -= 1
+                                    if cut >= REVOKED:
+                                        self.total_revoked -= 1
+                                    dead.append(key)
+                                elif entry is not None:
+                                    entry.record.cutoff = _NEG_INF
+                                    reset.append(entry.record.subject)
+                            elif _minute(at) == minute:
+                                keep.append(key)
+                            # else: a stale reference (the entry moved to a later minute)
+                        budget -= 1
+                        if budget <= 0:
+                            if dead or reset:
+                                self.generation += 1
+                            yield dead, reset
+                            dead, reset, budget = [], [], size
+                finally:
+                    refs.extend(keep)
+                    if not refs and index.get(minute) is refs:
+                        del index[minute]
         if dead or reset:
             self.generation += 1
-        return dead, reset
+            yield dead, reset
 
     # --- reading (the request path) ---------------------------------------------------
     def evaluate(self, token: TokenSubjects, iat: float) -> SubjectState:

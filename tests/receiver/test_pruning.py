@@ -469,3 +469,46 @@ def test_a_token_without_iat_is_refused_while_pruning(
         assert resp.status_code == 401 and "no iat" in resp.headers["www-authenticate"]
         assert rcv.whoami(_mint_without_iat(fake, "quiet")).status_code == 401
         assert rcv.whoami(fake.mint("quiet")).status_code == 200
+
+
+async def test_pruning_runs_in_steps_and_judges_each_entry_when_its_turn_comes() -> None:
+    """The event loop runs between steps, and what changed meanwhile is judged as it is then."""
+    rcv = Receiver(ReceiverSettings(database_url="memory"))
+    await rcv.open()
+    state = rcv.state
+    n = 25_000
+    for i in range(n):
+        state.apply(Mutation(Subject.opaque(f"old-{i}"), CUTOFF, math.inf, 100 + i % 300))
+        state.apply(Mutation(Subject.iss_sub(ISS, f"u-{i}"), CUTOFF, 100.0 + i % 300, 100 + i % 300))
+        state.apply(Mutation(Subject.opaque(f"new-{i}"), CUTOFF, math.inf, 10_000))
+    ticks = 0
+    revived = [f"old-{i}" for i in range(0, n, 997)]
+
+    async def meanwhile() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+            if ticks == 2:  # mid-pass: some old sessions are revoked again, now
+                for sid in revived:
+                    state.apply(Mutation(Subject.opaque(sid), CUTOFF, math.inf, 20_000))
+                state.apply(Mutation(Subject.iss_sub(ISS, "back-dated"), CUTOFF, 200.0, 200))
+
+    other = asyncio.create_task(meanwhile())
+    try:
+        pruned = await rcv.prune_state(before=1000)
+    finally:
+        other.cancel()
+        await rcv.stop()
+    assert ticks >= 3  # 50 000 old entries, a few thousand a step: the loop ran between them
+    assert sorted(k for k in state.cutoffs if k.startswith("o:old-")) == sorted(f"o:{sid}" for sid in revived)
+    assert not any(k.startswith("i:") for k in state.cutoffs if not k.endswith("back-dated"))
+    assert sum(1 for k in state.cutoffs if k.startswith("o:new-")) == n
+    assert pruned >= 2 * n - len(revived)
+    assert state.counts() == {**state.counts(), "revoked_sessions": n + len(revived)}
+    # The index lists every remaining entry: the next pass finds the ones now due.
+    back_dated = int(f"i:{ISS}\x1fback-dated" in state.cutoffs)  # pruned or not: its minute's turn
+    remaining = len(state.cutoffs)
+    assert len(state.prune_cutoffs(before=30_000)[0]) == remaining == n + len(revived) + back_dated
+    assert state.counts()["revoked_sessions"] == state.counts()["cutoffs"] == 0
+    assert state.by_minute == {} and state.complex_by_minute == {}
