@@ -353,13 +353,24 @@ class Receiver:
 
     # --- the push credential (secrets at rest: receiver/credential.py) -----------------
     async def _load_credential_box(self) -> CredentialBox:
+        if self._credential_box is not None:
+            return self._credential_box
+        return await asyncio.to_thread(self.prepare_secret)
+
+    def prepare_secret(self) -> CredentialBox:
+        """The box for a generated push credential, its secret file read or created now.
+        ``ssf receiver serve`` calls it before listening, so a secret that cannot be kept
+        stops start-up with one line saying what to set (raises ``SecretUnavailable``)."""
         s = self.settings
-        if s.secret_key is None and isinstance(self.store, MemoryStore):
-            # Nothing stored outlives the process: a key that does not either is enough.
-            return CredentialBox(secrets.token_bytes(32))
-        box = await asyncio.to_thread(make_box, s, create=True)
-        assert box is not None
-        return box
+        if self._credential_box is None:
+            if s.secret_key is None and isinstance(self.store, MemoryStore):
+                # Nothing stored outlives the process: a key that does not either is enough.
+                self._credential_box = CredentialBox(secrets.token_bytes(32))
+            else:
+                box = make_box(s, create=True)
+                assert box is not None
+                self._credential_box = box
+        return self._credential_box
 
     async def _restore_credential(self, issuer: str, saved: dict[str, Any]) -> None:
         """Take the stored credential (a restart, or another instance sharing the store, keeps

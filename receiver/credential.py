@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CredentialBox",
     "PushCredential",
+    "SecretUnavailable",
     "load_secret",
     "make_box",
     "secret_path",
@@ -47,6 +48,10 @@ ENCRYPTED = "push_authorization_encrypted"
 KEY_ID = "key_id"
 #: The previous version's member: the credential in clear (read once, then rewritten).
 LEGACY = "push_authorization"
+
+
+class SecretUnavailable(OSError):
+    """The secret file can be neither read nor created: says what to set instead."""
 
 
 def secret_path(secret_file: Path | None, database_url: str) -> Path:
@@ -99,7 +104,16 @@ def make_box(settings: ReceiverSettings, *, create: bool) -> CredentialBox | Non
     if settings.secret_key is not None:
         return CredentialBox(settings.secret_key.get_secret_value().encode())
     db = "" if settings.redis_url else settings.database_url
-    master = load_secret(secret_path(settings.secret_file, db), create=create)
+    path = secret_path(settings.secret_file, db)
+    try:
+        master = load_secret(path, create=create)
+    except OSError as exc:
+        where = "" if settings.secret_file is not None else " (the default place)"
+        raise SecretUnavailable(
+            f"cannot {'create' if create else 'read'} the receiver's secret file {path}{where}: "
+            f"{exc.strerror or exc}; set SSF_RECEIVER_SECRET_KEY, or SSF_RECEIVER_SECRET_FILE to "
+            "a writable path"
+        ) from exc
     return None if master is None else CredentialBox(master)
 
 
