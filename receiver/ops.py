@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -24,9 +23,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from receiver.core import Receiver
+from receiver.core import Receiver, SetOutcome
 from ssf import logs
-from ssf.errors import SETError
 
 __all__ = ["ReceiverOps", "extra_metrics", "install_ops"]
 
@@ -84,54 +82,49 @@ def _claims(token: object) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _fields(rcv: Receiver, token: object, method: str) -> dict[str, Any]:
-    c = _claims(token)
+def _fields(rcv: Receiver, outcome: SetOutcome) -> dict[str, Any]:
+    """The log fields of one SET: from the verified SET when there is one (no second decode),
+    else from its unverified claims."""
+    set_ = outcome.set_
+    if set_ is not None:
+        return {
+            "stream_id": rcv.stream_id,
+            "jti": set_.jti[:200],
+            "txn": set_.txn[:200] if set_.txn is not None else None,
+            "event_type": set_.event_type[:300],
+            "method": outcome.method,
+        }
+    c = _claims(outcome.raw)
     events = c.get("events")
     event_type = next(iter(events), None) if isinstance(events, dict) and events else None
+    jti = str(c.get("jti"))[:200] if c.get("jti") is not None else None
     return {
         "stream_id": rcv.stream_id,
-        "jti": str(c.get("jti"))[:200] if c.get("jti") is not None else None,
+        "jti": jti or (outcome.key[:200] if outcome.key is not None else None),
         "txn": str(c.get("txn"))[:200] if c.get("txn") is not None else None,
         "event_type": str(event_type)[:300] if event_type is not None else None,
-        "method": method,
+        "method": outcome.method,
     }
 
 
 def _instrument(rcv: Receiver, failures: Counter[str]) -> None:
-    """Count and log around ``receive`` (push) and ``receive_batch`` (poll); the push endpoint
-    and the poller look these up on the instance at each call."""
-    receive, receive_batch = rcv.receive, rcv.receive_batch
+    """Count refused SETs by ``err`` and log one line per SET (push and poll), from what the
+    receiver already decoded (:attr:`Receiver.on_set`)."""
 
-    async def logged_receive(token: str | bytes) -> bool:
-        started = time.perf_counter()
-        try:
-            new = await receive(token)
-        except SETError as exc:
-            failures[exc.err] += 1
+    def on_set(outcome: SetOutcome) -> None:
+        error = outcome.error
+        if error is not None:
+            failures[error.err] += 1
             if log.isEnabledFor(logging.WARNING):
-                log.warning("set refused", extra={**_fields(rcv, token, "push"), "err": exc.err})
-            raise
-        if log.isEnabledFor(logging.INFO):
-            extra = _fields(rcv, token, "push")
-            extra["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
+                log.warning("set refused", extra={**_fields(rcv, outcome), "err": error.err})
+        elif log.isEnabledFor(logging.INFO):
+            extra = _fields(rcv, outcome)
+            if outcome.seconds is not None:
+                extra["duration_ms"] = round(outcome.seconds * 1000, 2)
+            new = outcome.new or outcome.method == "poll"  # a poll ack is logged as accepted
             log.info("set accepted" if new else "set duplicate", extra=extra)
-        return new
 
-    async def logged_batch(sets: Mapping[str, object]) -> tuple[list[str], dict[str, dict[str, str]]]:
-        acks, errs = await receive_batch(sets)
-        for err in errs.values():
-            failures[str(err.get("err"))] += 1
-        if log.isEnabledFor(logging.INFO):
-            for jti in acks:
-                log.info("set accepted", extra=_fields(rcv, sets[jti], "poll"))
-            for jti, err in errs.items():
-                fields = _fields(rcv, sets.get(jti), "poll")
-                fields["jti"] = fields["jti"] or str(jti)[:200]
-                log.warning("set refused", extra={**fields, "err": err.get("err")})
-        return acks, errs
-
-    setattr(rcv, "receive", logged_receive)  # noqa: B010
-    setattr(rcv, "receive_batch", logged_batch)  # noqa: B010
+    rcv.on_set = on_set
 
 
 def install_ops(app: FastAPI, rcv: Receiver) -> ReceiverOps:

@@ -129,3 +129,51 @@ def test_middleware_decision_names() -> None:
     )
     assert metric(text, "ssf_receiver_set_validation_failures_total", err="invalid_key") == 4
     assert "accepted" not in text
+
+
+async def test_set_log_lines_from_the_verified_set_push_and_poll(caplog: pytest.LogCaptureFixture) -> None:
+    """One line per SET, push and poll, its fields from the SET already verified; a refused
+    SET's from its unverified claims (or its key in ``sets``); failures counted by ``err``."""
+    from fastapi import FastAPI
+
+    from receiver.core import Receiver
+    from receiver.ops import install_ops
+    from receiver.store import MemoryStore
+    from ssf.errors import SETError
+    from ssf.events import SessionRevoked
+    from ssf.keys import KeySet, PublicKeys, generate_signing_key
+    from ssf.set import SecurityEventToken, sign_set
+    from ssf.subjects import Subject
+
+    key = generate_signing_key("ES256", kid="k")
+    rcv = Receiver(ReceiverSettings(database_url="memory", delivery="poll"), store=MemoryStore())
+    rcv.configure("https://t", PublicKeys.from_key_set(KeySet([key])), audience="a")
+    ops = install_ops(FastAPI(), rcv)
+
+    def set_(jti: str, iss: str = "https://t") -> str:
+        t = SecurityEventToken.create(
+            iss=iss, aud="a", sub_id=Subject.opaque(jti), event=SessionRevoked(), jti=jti, txn="tx-" + jti
+        )
+        return sign_set(t, key)
+
+    caplog.set_level(logging.INFO, logger="receiver.sets")
+    assert await rcv.receive(set_("p1")) is True
+    assert await rcv.receive(set_("p1")) is False
+    with pytest.raises(SETError):
+        await rcv.receive(set_("p2", iss="https://other"))
+    acks, errs = await rcv.receive_batch({"q1": set_("q1"), "q2": 7, "q3": set_("q3", iss="https://x")})
+    assert acks == ["q1"] and set(errs) == {"q2", "q3"}
+    lines = [(r.getMessage(), r.method, r.jti, getattr(r, "err", None)) for r in caplog.records]  # type: ignore[attr-defined]
+    assert lines == [
+        ("set accepted", "push", "p1", None),
+        ("set duplicate", "push", "p1", None),
+        ("set refused", "push", "p2", "invalid_issuer"),
+        ("set accepted", "poll", "q1", None),
+        ("set refused", "poll", "q2", "invalid_request"),
+        ("set refused", "poll", "q3", "invalid_issuer"),
+    ]
+    first = caplog.records[0]
+    assert (first.txn, first.event_type, first.stream_id) == ("tx-p1", SESSION_REVOKED, None)  # type: ignore[attr-defined]
+    assert first.duration_ms >= 0  # type: ignore[attr-defined]
+    assert caplog.records[2].txn == "tx-p2"  # type: ignore[attr-defined]
+    assert dict(ops.failures) == {"invalid_issuer": 2, "invalid_request": 1}
