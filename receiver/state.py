@@ -425,7 +425,9 @@ class RevocationState:
         elif m.field == CUTOFF:
             key = subject_key(subject)
             old = self.cutoffs.get(key, _NEG_INF)
-            value = merge_cutoffs(old, _as_cutoff(m))
+            value = _as_cutoff(m)
+            if old != _NEG_INF:
+                value = merge_cutoffs(old, value)
             changed = value > old
             if changed:
                 self.cutoffs[key] = value
@@ -433,7 +435,16 @@ class RevocationState:
                     self.total_cutoffs += 1
                 if value >= REVOKED > old:
                     self.total_revoked += 1
-                _index(self.by_minute, key, old, value)
+                # _index inlined: this runs for every revocation applied (a million at start-up).
+                at = value - REVOKED if value >= REVOKED else value
+                if at != math.inf:
+                    minute = int(at // _GRAIN)
+                    if old == _NEG_INF or int((old - REVOKED if old >= REVOKED else old) // _GRAIN) != minute:
+                        refs = self.by_minute.get(minute)
+                        if refs is None:
+                            self.by_minute[minute] = [key]
+                        else:
+                            refs.append(key)
         else:
             key = subject_key(subject)
             rec = self.records.get(key)
