@@ -83,7 +83,8 @@ class ReceiverSettings(BaseSettings):
     #: token without ``iat`` is refused (``invalid_token``): the receiver cannot tell its age,
     #: so no pruned entry can be known not to have refused it (RFC 9068 JWTs carry ``iat``;
     #: an introspection answer may not). A revoked session's age counts from its receipt
-    #: when its event time is older.
+    #: when its event time is older. Off by default: a kept entry can only refuse, while a
+    #: pruned revoked session trusts its ``sid`` never to be used again.
     prune_state: bool = False
     #: Seconds between attempts to store changes the store refused (it was down).
     store_retry_interval: float = Field(default=1.0, gt=0)
