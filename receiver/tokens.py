@@ -133,10 +133,17 @@ def make_entry(
     kind: str,
     valid_until: float = math.inf,
     max_lifetime: float | None = None,
+    now: float | None = None,
 ) -> CachedToken:
     """``max_lifetime``: a token expires that long after its ``iat`` at the latest, so a
-    revocation entry older than that refuses no live token and may be forgotten."""
+    revocation entry older than that refuses no live token and may be forgotten.
+
+    ``now`` (the validation time): no token was issued after it was presented, so an ``iat``
+    ahead of it counts as ``now``. A future ``iat`` would otherwise pass every cutoff of its
+    subject and stretch the lifetime bound."""
     iat = claims.get("iat")
+    if now is not None and _num(iat) and iat > now:
+        iat = now
     exp: float | None = float(claims["exp"]) if _num(claims.get("exp")) else None
     if max_lifetime is not None and _num(iat):
         exp = float(iat) + max_lifetime if exp is None else min(exp, float(iat) + max_lifetime)
@@ -281,11 +288,11 @@ class JWTAccessTokenValidator:
             raise TokenInvalid("token signature or payload invalid") from None
         if not isinstance(claims, dict):
             raise TokenInvalid("token payload invalid")
-        self._check(claims)
-        return make_entry(token, claims, kind="jwt", max_lifetime=self.max_lifetime)
-
-    def _check(self, claims: dict[str, Any]) -> None:
         now = self.now()
+        self._check(claims, now)
+        return make_entry(token, claims, kind="jwt", max_lifetime=self.max_lifetime, now=now)
+
+    def _check(self, claims: dict[str, Any], now: float) -> None:
         if claims.get("iss") != self.issuer:
             raise TokenInvalid("token issuer not accepted")
         if self.audience is not None:
@@ -364,7 +371,7 @@ class IntrospectionValidator:
         if _num(exp):
             until = min(until, float(exp))
         return make_entry(
-            token, claims, kind="introspection", valid_until=until, max_lifetime=self.max_lifetime
+            token, claims, kind="introspection", valid_until=until, max_lifetime=self.max_lifetime, now=now
         )
 
 

@@ -92,6 +92,17 @@ def test_user_cutoff_refuses_older_tokens_and_accepts_newer(rcv: Running) -> Non
     assert rcv.whoami(fake.mint("alice", iat=now, sid="b")).status_code == 200
 
 
+def test_a_token_dated_in_the_future_is_still_refused_by_a_later_cutoff(rcv: Running) -> None:
+    """No token was issued after it was presented: its iat counts as the validation time."""
+    fake = rcv.fake
+    ahead = fake.mint("carol", iat=int(time.time()) + 3600, sid="c")
+    assert rcv.whoami(ahead).status_code == 200  # validated and cached now
+    revoked_at = int(time.time()) + 1  # after the validation, before the token's own iat
+    revocation = fake.sign(_user(rcv, "carol"), SessionRevoked(event_timestamp=revoked_at))
+    assert rcv.push(revocation).status_code == 202
+    assert rcv.whoami(ahead).status_code == 401
+
+
 @pytest.mark.parametrize(
     "event",
     [

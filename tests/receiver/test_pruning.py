@@ -170,6 +170,9 @@ def test_tokens_older_than_the_longest_lifetime_expire() -> None:
     no_exp = make_entry("t", {"iat": now}, kind="introspection", max_lifetime=3600)
     assert no_exp.exp == now + 3600
     assert make_entry("t", {"iat": now}, kind="jwt").exp is None  # no bound configured
+    # An iat ahead of the validation time counts as that time, for cutoffs and the bound alike.
+    ahead = make_entry("t", {"iat": now + 10**5}, kind="jwt", max_lifetime=3600, now=now)
+    assert ahead.iat == now and ahead.exp == now + 3600
 
 
 def test_an_old_long_lived_token_is_refused(fake: FakeTransmitter, tmp_path: Path) -> None:
