@@ -24,7 +24,7 @@ from starlette.routing import Route
 from receiver.core import NotReady, Receiver
 from ssf.errors import SETError, SETTooLarge
 
-__all__ = ["Answer", "PushEndpoint", "push_route"]
+__all__ = ["ACCEPTED", "RECHECK", "Answer", "PushEndpoint", "push_route"]
 
 log = logging.getLogger("receiver.push")
 
@@ -57,6 +57,9 @@ class Answer:
 
 
 ACCEPTED = Answer(202, ((b"content-length", b"0"),))
+#: From :meth:`PushEndpoint.screen_now`: the credential did not match; :meth:`PushEndpoint.screen`
+#: decides (it may re-read a credential another instance stored).
+RECHECK = Answer(401, ())
 _NOT_POST = Answer.error(405, {"err": "invalid_request", "description": "use POST"}, ((b"allow", b"POST"),))
 _UNAUTHENTICATED = Answer.error(
     401,
@@ -118,20 +121,33 @@ class PushEndpoint:
         while len(self._failures) > 10_000:  # bounded memory: the oldest entries go first
             del self._failures[next(iter(self._failures))]
 
+    def screen_now(
+        self, client: str, authorization: bytes, ctype: bytes, length: bytes | None
+    ) -> Answer | None:
+        """:meth:`screen` without awaiting: its answer, or :data:`RECHECK` when the credential
+        did not match and only :meth:`screen` can tell (it may re-read the stored one)."""
+        credential = self.receiver.push_credential
+        if credential is not None:
+            if self._blocked(client):
+                return self.too_many
+            if not credential.matches(authorization):
+                return RECHECK
+        return self._declared(ctype, length)
+
     async def screen(
         self, client: str, authorization: bytes, ctype: bytes, length: bytes | None
     ) -> Answer | None:
         """The answer to a POST refused before its body matters (rate limit, credential, media
         type, declared size), or None to go on and :meth:`apply` the body."""
-        credential = self.receiver.push_credential
-        if credential is not None:
-            if self._blocked(client):
-                return self.too_many
-            if not credential.matches(authorization) and not await self.receiver.recheck_push_credential(
-                authorization
-            ):
-                self._failed(client)
-                return _UNAUTHENTICATED
+        answer = self.screen_now(client, authorization, ctype, length)
+        if answer is not RECHECK:
+            return answer
+        if await self.receiver.recheck_push_credential(authorization):
+            return self._declared(ctype, length)
+        self._failed(client)
+        return _UNAUTHENTICATED
+
+    def _declared(self, ctype: bytes, length: bytes | None) -> Answer | None:
         if not _is_set_media_type(ctype):
             # RFC 8935 §2.1: a pushed SET travels as application/secevent+jwt.
             return _MEDIA_TYPE

@@ -30,7 +30,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.utils import get_remote_addr
 from uvicorn.server import ServerState
 
-from receiver.push import Answer, PushEndpoint
+from receiver.push import ACCEPTED, RECHECK, Answer, PushEndpoint
 
 __all__ = ["MAX_HEAD_BYTES", "PushProtocol", "push_protocol"]
 
@@ -69,6 +69,8 @@ class PushProtocol(asyncio.Protocol):
 
     endpoint: PushEndpoint
     path: str = "/ssf/push"
+    #: (uvicorn's default headers, the 202 rendered with them); see :meth:`_accepted`.
+    _accepted_cache: tuple[list[tuple[bytes, bytes]], bytes] | None = None
 
     def __init__(
         self,
@@ -100,7 +102,12 @@ class PushProtocol(asyncio.Protocol):
         self.eof = False
         self.read_paused = False
         self.write_paused = False
+        self.keep_alive_timeout = float(config.timeout_keep_alive)
+        self.limit_concurrency = config.limit_concurrency
+        #: One timer per connection, re-armed from ``idle_since`` when it fires (not one per
+        #: request): when the connection went idle, None while bytes arrive or a push runs.
         self.timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None
         # The current head's headers (set by the parser's callbacks).
         self.h_auth = b""
         self.h_ctype = b""
@@ -113,7 +120,7 @@ class PushProtocol(asyncio.Protocol):
         self.server_state.connections.add(self)  # type: ignore[arg-type]
         self.peer = get_remote_addr(transport)  # type: ignore[arg-type]
         self.client = self.peer[0] if self.peer else "?"
-        self._arm()
+        self._idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
@@ -121,8 +128,7 @@ class PushProtocol(asyncio.Protocol):
         self.buf = b""
 
     def data_received(self, data: bytes) -> None:
-        if self.timer is not None:
-            self._disarm()
+        self.idle_since = None
         self.buf = self.buf + data if self.buf else data
         if self.busy:
             if len(self.buf) > self.read_limit + MAX_HEAD_BYTES and not self.read_paused:
@@ -184,7 +190,7 @@ class PushProtocol(asyncio.Protocol):
                     return
                 self._hand_over()
                 return
-            limit = self.config.limit_concurrency
+            limit = self.limit_concurrency
             if limit is not None and (
                 len(self.server_state.connections) >= limit or len(self.server_state.tasks) >= limit
             ):
@@ -231,7 +237,11 @@ class PushProtocol(asyncio.Protocol):
     ) -> None:
         endpoint = self.endpoint
         try:
-            answer = await endpoint.screen(self.client, auth, ctype, length) or await endpoint.apply(body)
+            answer = endpoint.screen_now(self.client, auth, ctype, length)
+            if answer is RECHECK:
+                answer = await endpoint.screen(self.client, auth, ctype, length)
+            if answer is None:
+                answer = await endpoint.apply(body)
         except Exception:
             log.exception("the push endpoint failed")
             answer, self.close_after = _FAILED, True
@@ -243,7 +253,10 @@ class PushProtocol(asyncio.Protocol):
         if transport.is_closing():
             return  # the client went away; the SET was applied all the same
         keep_alive = keep_alive and not self.close_after
-        transport.write(self._render(answer, keep_alive))
+        if answer is ACCEPTED and keep_alive:
+            transport.write(self._accepted())
+        else:
+            transport.write(self._render(answer, keep_alive))
         if self.log_access:
             self._log_access(answer.status)
         self.busy = False
@@ -266,6 +279,16 @@ class PushProtocol(asyncio.Protocol):
         parts += (b"\r\n", answer.body)
         return b"".join(parts)
 
+    def _accepted(self) -> bytes:
+        """The 202 of a kept-alive connection: rendered once per value of uvicorn's default
+        headers (it replaces them, with a new ``date``, once a second)."""
+        cls = type(self)
+        headers = self.server_state.default_headers
+        cached = cls._accepted_cache
+        if cached is None or cached[0] is not headers:
+            cached = cls._accepted_cache = (headers, self._render(ACCEPTED, True))
+        return cached[1]
+
     def _log_access(self, status: int) -> None:
         client = f"{self.peer[0]}:{self.peer[1]}" if self.peer else ""
         self.access_log.info('%s - "%s %s HTTP/%s" %d', client, "POST", self.path, "1.1", status)
@@ -279,20 +302,28 @@ class PushProtocol(asyncio.Protocol):
         """Waiting for bytes: close at EOF, else after uvicorn's keep-alive timeout."""
         if self.eof:
             self.transport.close()
-        elif self.timer is None and not self.busy:
-            self._arm()
-
-    def _arm(self) -> None:
-        self.timer = self.loop.call_later(self.config.timeout_keep_alive, self._timeout)
+            return
+        self.idle_since = self.loop.time()
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.keep_alive_timeout, self._timeout)
 
     def _disarm(self) -> None:
+        self.idle_since = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
     def _timeout(self) -> None:
         self.timer = None
-        if not self.busy and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        since = self.idle_since
+        left = (
+            self.keep_alive_timeout if since is None else since + self.keep_alive_timeout - self.loop.time()
+        )
+        if left > 0:  # busy, or active since the timer was set: look again then
+            self.timer = self.loop.call_later(left, self._timeout)
+        else:
             self.transport.close()
 
     def _hand_over(self) -> None:

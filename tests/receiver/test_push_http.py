@@ -241,6 +241,18 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(server: Serve
         assert reader.closed()  # the fixture's keep-alive timeout is 2 s; the socket's 10 s
 
 
+def test_a_connection_in_use_outlives_the_keep_alive_timeout(server: Server) -> None:
+    """The timeout counts idle time only: pushes 0.5 s apart over 3 s keep one connection."""
+    with server.connect() as sock:
+        reader = Reader(sock)
+        for _ in range(6):
+            sock.sendall(push(server.set_()))
+            assert reader.next().status == 202
+            time.sleep(0.5)
+        sock.sendall(push(server.set_()))
+        assert reader.next().status == 202
+
+
 def test_a_malformed_push_head_is_refused_by_uvicorn(server: Server) -> None:
     with server.connect() as sock:
         sock.sendall(b"POST /ssf/push HTTP/1.1\r\nBad Header\r\nContent-Length: 1\r\n\r\nx")
