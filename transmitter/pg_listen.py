@@ -36,6 +36,7 @@ __all__ = ["PgAnnouncer", "PgListener", "channel_name"]
 
 log = logging.getLogger("transmitter.pg_listen")
 _MAX_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
+_STATEMENT_TIMEOUT_MS = 2000
 
 
 def channel_name(settings: TransmitterSettings) -> str:
@@ -83,6 +84,9 @@ class PgAnnouncer:
                         self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=2)
                         # A NOTIFY-only transaction: nothing to wait for on disk (see module doc).
                         self._conn.execute("SET synchronous_commit TO off")
+                        # Sent under the lock, after a publish's commit: a stuck server (or a
+                        # full notification queue) must not hold every publishing thread.
+                        self._conn.execute(f"SET statement_timeout TO {_STATEMENT_TIMEOUT_MS}")
                     self._conn.execute("SELECT pg_notify(%s, %s)", (self._channel, payload))
                     return
                 except psycopg.Error:
