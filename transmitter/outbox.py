@@ -93,29 +93,34 @@ def _route_subjects_sql(mark: str, n: int) -> str:
     )
 
 
-def _query(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    """Rows (tuples) of one read on the connection's driver cursor, inside its transaction."""
+def driver_query(conn: Connection, sql: str, params: Sequence[Any] = (), *, rows: bool = True) -> list[Any]:
+    """Rows (tuples) of one statement on the connection's driver cursor, inside its
+    transaction (``rows=False``: a write, nothing to fetch)."""
     cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cur.execute(sql, params)
-        return list(cur.fetchall())
+        return list(cur.fetchall()) if rows else []
     finally:
         cur.close()
+
+
+def placeholder(conn: Connection) -> str:
+    """The driver's placeholder: ``?`` (sqlite3) or ``%s`` (psycopg)."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def route(conn: Connection, subject: Subject, event_type: str, *, unverified: bool = False) -> list[Target]:
     """SSF §8.1.3.1: every enabled or paused stream that delivers ``event_type`` and covers
     ``subject`` (default ALL minus removed subjects, or NONE plus added subjects)."""
     # (stream_id, aud, events_delivered, default_subjects, status)
-    candidates = [r for r in _query(conn, _ROUTE_STREAMS_SQL) if event_type in _json_set(r[2])]
+    candidates = [r for r in driver_query(conn, _ROUTE_STREAMS_SQL) if event_type in _json_set(r[2])]
     if not candidates:
         return []
     keys = [subject.key, *(m.key for m in subject.members().values())]
     if subject.format == "aliases":
         keys.extend(s.key for s in subject["identifiers"])
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     # (stream_id, subject_json, included, verified)
-    subs = _query(conn, _route_subjects_sql(mark, len(keys)), [*keys, True])
+    subs = driver_query(conn, _route_subjects_sql(placeholder(conn), len(keys)), [*keys, True])
     wanted = {r[0] for r in candidates}
     included: set[str] = set()
     excluded: set[str] = set()
@@ -197,27 +202,48 @@ def expire(conn: Connection, ids: Sequence[int], reason: str, now: float) -> int
     return int(res.rowcount)
 
 
-def select_for_poll(conn: Connection, stream_id: str, status: str, limit: int) -> list[Any]:
-    q = select(outbox_t.c.jti, outbox_t.c.token).where(
-        outbox_t.c.stream_id == stream_id, outbox_t.c.state == PENDING
+# Poll (RFC 8936) runs these once or twice per request, many times a second per stream: on
+# the driver's cursor too (through SQLAlchemy, building and compiling them cost most of a
+# poll's CPU).
+@functools.lru_cache(maxsize=8)
+def _poll_sql(mark: str, control_only: bool) -> str:
+    control = f" AND control = {mark}" if control_only else ""
+    return (
+        f"SELECT jti, token FROM {outbox_t.name} WHERE stream_id = {mark} AND state = {mark}{control} "
+        f"ORDER BY priority DESC, id LIMIT {mark}"
     )
-    if status != "enabled":
-        q = q.where(outbox_t.c.control.is_(True))
-    return list(conn.execute(q.order_by(outbox_t.c.priority.desc(), outbox_t.c.id).limit(limit)).all())
+
+
+def select_for_poll(conn: Connection, stream_id: str, status: str, limit: int) -> list[tuple[str, str]]:
+    """``(jti, token)`` of the next SETs to serve, in delivery order (only control SETs
+    while the stream is not enabled)."""
+    control_only = status != "enabled"
+    params: list[Any] = [stream_id, PENDING, *([True] if control_only else []), limit]
+    return driver_query(conn, _poll_sql(placeholder(conn), control_only), params)
+
+
+@functools.lru_cache(maxsize=64)
+def _ack_sql(mark: str, n: int) -> str:
+    jtis = ", ".join([mark] * n)
+    # SQLite (no statistics) would pick the (stream_id, state) index and walk every pending SET
+    # of the stream; '+' keeps those two columns out of index selection, so the jti index is used.
+    plus = "+" if mark == "?" else ""
+    return (
+        f"UPDATE {outbox_t.name} SET state = {mark}, done_at = {mark} "
+        f"WHERE {plus}stream_id = {mark} AND {plus}state = {mark} AND jti IN ({jtis})"
+    )
 
 
 def ack(conn: Connection, stream_id: str, jtis: Iterable[str], now: float) -> None:
     ids = list(jtis)
-    for i in range(0, len(ids), 500):
-        conn.execute(
-            update(outbox_t)
-            .where(
-                outbox_t.c.stream_id == stream_id,
-                outbox_t.c.jti.in_(ids[i : i + 500]),
-                outbox_t.c.state == PENDING,
-            )
-            .values(state=DELIVERED, done_at=now)
-        )
+    mark = placeholder(conn)
+    for i in range(0, len(ids), 512):
+        chunk = ids[i : i + 512]
+        # The list is padded to a power of two with its last jti (a repeat changes nothing):
+        # a few statement texts, each prepared once, instead of one per list length.
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += [chunk[-1]] * (size - len(chunk))
+        driver_query(conn, _ack_sql(mark, size), [DELIVERED, now, stream_id, PENDING, *chunk], rows=False)
 
 
 def reject(conn: Connection, stream_id: str, errors: dict[str, dict[str, str]], now: float) -> None:

@@ -414,14 +414,21 @@ class Transmitter:
         now = time.time()
         with begin(self.engine) as conn:
             relax_commit(conn)  # acknowledgements and the activity time (see relax_commit)
-            s = self._load(conn, stream_id, principal.owner)
-            if s.method != uris.POLL:
+            # The statements of this hot path go to the driver's cursor (see outbox.route).
+            mark = outbox.placeholder(conn)
+            found = outbox.driver_query(conn, _POLL_STREAM_SQL[mark], [stream_id, principal.owner])
+            if not found:
+                # Another client's stream is as unknown as a missing one: never reveal it.
+                raise NotFound("no stream with that stream_id")
+            method, status = found[0]
+            if method != uris.POLL:
                 raise ModelError("this stream does not use poll delivery")
             if req.ack:
                 outbox.ack(conn, stream_id, req.ack, now)
             if req.set_errs:
                 outbox.reject(conn, stream_id, {k: v.model_dump() for k, v in req.set_errs.items()}, now)
-            self._touch(conn, stream_id, now)
+            # SSF §8.1.1: eligible receiver activity restarts the inactivity timer.
+            outbox.driver_query(conn, _TOUCH_SQL[mark], [now, stream_id], rows=False)
             limit = (
                 self.settings.max_poll_events
                 if req.max_events is None
@@ -429,9 +436,9 @@ class Transmitter:
             )
             if limit == 0:
                 return {}, False
-            rows = outbox.select_for_poll(conn, stream_id, s.status, limit + 1)
+            rows = outbox.select_for_poll(conn, stream_id, status, limit + 1)
         more = len(rows) > limit
-        return {r.jti: r.token for r in rows[:limit]}, more
+        return dict(rows[:limit]), more
 
     # --- maintenance ---------------------------------------------------------------------
     def maintain(self, now: float | None = None) -> None:
@@ -489,6 +496,13 @@ class Transmitter:
         if self._announcer is not None:
             self._announcer.close()
         self.engine.dispose()
+
+
+_POLL_STREAM_SQL = {
+    m: f"SELECT method, status FROM {stream_t.name} WHERE stream_id = {m} AND owner = {m}"
+    for m in ("?", "%s")  # sqlite3, psycopg
+}
+_TOUCH_SQL = {m: f"UPDATE {stream_t.name} SET last_activity = {m} WHERE stream_id = {m}" for m in ("?", "%s")}
 
 
 def _status_body(s: Stream) -> dict[str, Any]:
