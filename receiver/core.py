@@ -100,8 +100,12 @@ class NotReady(Exception):
 def payload_digest(token: str | bytes) -> bytes:
     """Digest of the claims segment: one SET, however it was re-signed or re-sent."""
     raw = token.encode("ascii", "replace") if isinstance(token, str) else token
-    parts = raw.strip().split(b".")
-    return hashlib.blake2b(parts[1] if len(parts) == 3 else raw, digest_size=16).digest()
+    # The middle of exactly three segments (found, not split: one copy, not three).
+    first = raw.find(b".")
+    second = raw.find(b".", first + 1) if first >= 0 else -1
+    if second < 0 or raw.find(b".", second + 1) >= 0:
+        return hashlib.blake2b(raw, digest_size=16).digest()
+    return hashlib.blake2b(raw[first + 1 : second], digest_size=16).digest()
 
 
 class Receiver:
@@ -562,14 +566,26 @@ class Receiver:
                 return verifier.verify(token)
             raise
 
+    def _verify_now(self, token: str | bytes) -> SecurityEventToken | None:
+        """:meth:`verify` without a coroutine when it needs nothing awaited: None when the
+        keys are not loaded or the ``kid`` is unknown (then :meth:`verify` decides)."""
+        verifier = self.verifier
+        if verifier is None:
+            return None
+        try:
+            return verifier.verify(token)
+        except UnknownKeyID:
+            return None
+
     async def receive(self, token: str | bytes) -> bool:
         """Push: validate, apply, persist. True if new, False for an identical re-send."""
         observe = self.on_set
         started = time.perf_counter() if observe is not None else 0.0
         set_ = None
         try:
-            set_ = await self.verify(token)
-            await self._recall(set_.jti)
+            set_ = self._verify_now(token) or await self.verify(token)
+            if self.jtis.overflowed:
+                await self._recall(set_.jti)
             batch = WriteBatch()
             try:
                 new = self._accept(token, set_, batch)
@@ -597,10 +613,11 @@ class Receiver:
             try:
                 if not isinstance(raw, str):
                     raise InvalidRequest("a 'sets' value must be a SET string")
-                set_ = await self.verify(raw)
+                set_ = self._verify_now(raw) or await self.verify(raw)
                 if set_.jti != jti:
                     raise InvalidRequest("the SET's jti differs from its key in 'sets'")
-                await self._recall(jti)
+                if self.jtis.overflowed:
+                    await self._recall(jti)
                 new = self._accept(raw, set_, batch)
                 acks.append(jti)
                 if outcomes is not None:

@@ -201,6 +201,8 @@ class TokenCache:
 
     def evict_subject(self, subject: Subject, state: RevocationState) -> int:
         """Drop every cached token an event about ``subject`` concerns (SSF §8.1.3.1)."""
+        if not self._by_key:
+            return 0  # nothing cached: a receiver taking SETs faster than requests (or none)
         if subject.is_complex:
             candidates: set[str] = set()
             for member in subject.members().values():
