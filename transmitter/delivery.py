@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import random
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, exists, func, or_, select, update
 from sqlalchemy.exc import OperationalError
@@ -35,6 +36,7 @@ from sqlalchemy.exc import OperationalError
 from ssf import uris
 from transmitter.db import DELIVERED, PENDING, REJECTED, begin, outbox_t, relax_commit, stream_t
 from transmitter.offload import Offload
+from transmitter.outbox import driver_query, placeholder
 from transmitter.push_client import PushClient, PushTransportError
 from transmitter.service import Transmitter
 from transmitter.ssrf import GuardedResolver
@@ -101,20 +103,6 @@ class DeliveryWorker:
             outbox_t.c.first_failure_at,
         )
         order = (outbox_t.c.priority.desc(), outbox_t.c.id)
-        self._q_batch = (
-            select(*cols, stream_t.c.status, stream_t.c.endpoint_url, stream_t.c.auth_header)
-            .select_from(outbox_t.join(stream_t, outbox_t.c.stream_id == stream_t.c.stream_id))
-            .where(
-                outbox_t.c.stream_id == sid,
-                outbox_t.c.state == PENDING,
-                stream_t.c.lease_owner == self.owner,
-                stream_t.c.method == uris.PUSH,
-                stream_t.c.endpoint_url.is_not(None),
-                or_(outbox_t.c.control.is_(True), stream_t.c.status == "enabled"),
-            )
-            .order_by(*order)
-            .limit(self.s.push_batch)
-        )
         ranked = (
             select(
                 *cols,
@@ -142,11 +130,6 @@ class DeliveryWorker:
             update(stream_t)
             .where(stream_t.c.stream_id == sid, stream_t.c.lease_owner == self.owner)
             .values(lease_until=bindparam("until"))
-        )
-        self._q_delivered = (
-            update(outbox_t)
-            .where(outbox_t.c.id.in_(bindparam("ids", expanding=True)), outbox_t.c.state == PENDING)
-            .values(state=DELIVERED, done_at=bindparam("now"), last_error=None)
         )
         work = exists().where(
             outbox_t.c.stream_id == stream_t.c.stream_id,
@@ -294,13 +277,15 @@ class DeliveryWorker:
             if delivered:
                 if not renew:  # a lease renewal must be durable: leases keep instances apart
                     relax_commit(conn)
-                conn.execute(self._q_delivered, {"ids": delivered, "now": now})
+                _record_delivered(conn, delivered, now)
             if renew:
                 renewed = conn.execute(self._q_renew, {"sid": sid, "until": now + self.s.lease_seconds})
                 if not renewed.rowcount:
                     return None
                 self._renewed[sid] = now
-            rows = list(conn.execute(self._q_batch, {"sid": sid}))
+            mark = placeholder(conn)
+            params = [sid, PENDING, self.owner, uris.PUSH, True, self.s.push_batch]
+            rows = [_Row(*r) for r in driver_query(conn, _BATCH_SQL[mark], params)]
         if not rows:
             return None
         head = rows[0]
@@ -312,7 +297,7 @@ class DeliveryWorker:
             return
         with begin(self.tx.engine) as conn:
             relax_commit(conn)
-            conn.execute(self._q_delivered, {"ids": ids, "now": time.time()})
+            _record_delivered(conn, ids, time.time())
 
     def _mark_rejected(self, row_id: int, detail: dict[str, Any]) -> None:
         with begin(self.tx.engine) as conn:
@@ -497,6 +482,54 @@ class DeliveryWorker:
             return _Outcome(False, reject=detail)
         wait = _retry_after(retry_after) if status in (429, 503) else None
         return _Outcome(False, retry_after=wait, error=f"HTTP {status}")
+
+
+class _Row(NamedTuple):
+    """An outbox row to push, with its stream's delivery settings."""
+
+    id: int
+    token: str
+    control: bool
+    attempts: int
+    first_failure_at: float | None
+    status: str
+    endpoint_url: str
+    auth_header: bytes | None
+
+
+# The per-batch read and the delivery bookkeeping run for every few SETs pushed: on the
+# driver's cursor, as the publish and poll paths do (see transmitter.outbox.route).
+_BATCH_SQL = {
+    m: (
+        "SELECT o.id, o.token, o.control, o.attempts, o.first_failure_at, "
+        "s.status, s.endpoint_url, s.auth_header "
+        f"FROM {outbox_t.name} o JOIN {stream_t.name} s ON o.stream_id = s.stream_id "
+        f"WHERE o.stream_id = {m} AND o.state = {m} AND s.lease_owner = {m} AND s.method = {m} "
+        f"AND s.endpoint_url IS NOT NULL AND (o.control = {m} OR s.status = 'enabled') "
+        f"ORDER BY o.priority DESC, o.id LIMIT {m}"
+    )
+    for m in ("?", "%s")  # sqlite3, psycopg
+}
+
+
+@functools.lru_cache(maxsize=32)
+def _delivered_sql(mark: str, n: int) -> str:
+    ids = ", ".join([mark] * n)
+    return (
+        f"UPDATE {outbox_t.name} SET state = {mark}, done_at = {mark}, last_error = NULL "
+        f"WHERE id IN ({ids}) AND state = {mark}"
+    )
+
+
+def _record_delivered(conn: Any, ids: list[int], now: float) -> None:
+    mark = placeholder(conn)
+    for i in range(0, len(ids), 512):
+        chunk = ids[i : i + 512]
+        # Padded to a power of two with its last id (a repeat changes nothing): a few
+        # statement texts, each prepared once.
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += [chunk[-1]] * (size - len(chunk))
+        driver_query(conn, _delivered_sql(mark, size), [DELIVERED, now, *chunk, PENDING], rows=False)
 
 
 def _log_failure(what: str, exc: Exception) -> None:
