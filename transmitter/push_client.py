@@ -162,9 +162,8 @@ class _Conn(asyncio.Protocol):
         self._size += len(body)
 
     def on_message_complete(self) -> None:
-        if 100 <= self._status < 200:  # an interim answer: the real one follows
-            self._status = 0
-            self._parser = httptools.HttpResponseParser(self)
+        if 100 <= self._status < 200:  # an interim answer: the same parser reads the real one
+            self._status, self._retry_after = 0, None
             return
         self._complete = True
         self._reusable = bool(self._parser.should_keep_alive())

@@ -141,3 +141,68 @@ def test_timeout_refused_headers_and_closed_port() -> None:
             await client.close()
 
     asyncio.run(closed())
+
+
+@pytest.mark.parametrize(
+    ("chunks", "status", "body"),
+    [
+        # An interim answer, then the real one, in one write and in two.
+        ([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"], 202, b""),
+        (
+            [
+                b"HTTP/1.1 103 Early Hints\r\nRetry-After: 9\r\n\r\n",
+                b"HTTP/1.1 202 OK\r\nContent-Length: 2\r\n\r\nok",
+            ],
+            202,
+            b"ok",
+        ),
+        # No length: the answer ends with the connection.
+        ([b'HTTP/1.1 400 Bad Request\r\n\r\n{"err":"invalid_request"}'], 400, b'{"err":"invalid_request"}'),
+    ],
+    ids=["interim-one-write", "interim-two-writes", "until-close"],
+)
+def test_raw_answers_are_read_to_their_end(chunks: list[bytes], status: int, body: bytes) -> None:
+    async def run() -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"a.b.c")
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = _client()
+        try:
+            got = await client.post(f"http://127.0.0.1:{port}/push", b"a.b.c", HEADERS, 16384)
+            assert (got.status, got.body, got.retry_after) == (status, body, None)
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(run())
+
+
+def test_a_malformed_answer_is_a_transport_error() -> None:
+    async def run() -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"a.b.c")
+            writer.write(b"HTTP/1.1 abc\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = _client()
+        try:
+            with pytest.raises(PushTransportError):
+                await client.post(f"http://127.0.0.1:{port}/push", b"a.b.c", HEADERS, 16384)
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(run())
