@@ -14,7 +14,6 @@ and in exception text.
 from __future__ import annotations
 
 import atexit
-import copy
 import json
 import logging
 import logging.handlers
@@ -171,7 +170,9 @@ class _QueueHandler(logging.handlers.QueueHandler):
     dropped = 0
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        record = copy.copy(record)
+        # In place, not on a copy as the standard handler does (a third of the caller's cost):
+        # this handler sits on the root logger, the last to see a record, and what it changes
+        # (arguments applied, traceback rendered) reads the same to any handler after it.
         if record.exc_info:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         record.msg = record.getMessage()
@@ -278,6 +279,11 @@ def configure_logging(
     else:
         raise ValueError("log format must be json or text")
     stop_logging()
+    # Neither format shows the caller's file and line, process or thread: do not look them up
+    # for every record (the stack walk alone costs a fifth of a record on the caller's thread).
+    # ``_srcfile = None`` is the switch the logging module's source documents for this.
+    logging._srcfile = None
+    logging.logProcesses = logging.logMultiprocessing = logging.logThreads = False
     q: queue.Queue[logging.LogRecord] = queue.Queue(queue_size)
     # No filter here: the formatters redact on the writer thread, off the caller's path.
     front = _QueueHandler(q)

@@ -198,3 +198,44 @@ def test_a_full_queue_is_written_out_in_bounded_pieces() -> None:
         root.setLevel(saved[1])
     assert logs.dropped_records() == before
     assert [json.loads(x)["jti"] for x in out.getvalue().splitlines()] == [f"j{i}" for i in range(25)]
+
+
+def test_arguments_and_tracebacks_reach_the_line_redacted() -> None:
+    """The queue handler applies arguments and renders the traceback on the caller's thread
+    (the writer formats later); a handler after it reads the same record."""
+    import io
+    import logging
+
+    from ssf import logs
+
+    class Later(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[str, str | None]] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.seen.append((record.getMessage(), record.exc_text))
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    out, later = io.StringIO(), Later()
+    try:
+        logs.configure_logging("json", "INFO", stream=out)
+        root.addHandler(later)
+        lg = logging.getLogger("receiver.push")
+        try:
+            raise ValueError(f"refused {SECRET}")
+        except ValueError:
+            lg.exception("push from %s failed with %d", "10.0.0.7", 400, extra={"jti": "j1"})
+    finally:
+        logs.stop_logging()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+    (line,) = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert line["msg"] == "push from 10.0.0.7 failed with 400" and line["jti"] == "j1"
+    assert "ValueError: refused Bearer [redacted]" in line["exc"] and "s3cr3t" not in out.getvalue()
+    ((message, exc_text),) = later.seen
+    assert message == "push from 10.0.0.7 failed with 400" and exc_text and "ValueError" in exc_text
