@@ -281,7 +281,6 @@ def parse_claims(claims: Mapping[str, Any]) -> SecurityEventToken:
 
 
 _new_object: Final = object.__new__
-_set_attr: Final = object.__setattr__
 
 
 def _token(
@@ -296,25 +295,21 @@ def _token(
     toe: float | None,
     extra: Mapping[str, Any],
 ) -> SecurityEventToken:
-    """``SecurityEventToken(...)`` without the generated frozen-dataclass ``__init__`` (one
-    attribute write instead of ten ``object.__setattr__`` calls; hot path: one per SET)."""
+    """``SecurityEventToken(...)`` without the generated frozen-dataclass ``__init__`` (ten
+    stores into the fresh instance's own ``__dict__`` instead of ten ``object.__setattr__``
+    calls, or of replacing ``__dict__``; hot path: one per SET)."""
     token: SecurityEventToken = _new_object(SecurityEventToken)
-    _set_attr(
-        token,
-        "__dict__",
-        {
-            "iss": iss,
-            "jti": jti,
-            "iat": iat,
-            "aud": aud,
-            "sub_id": sub_id,
-            "event_type": event_type,
-            "event": event,
-            "txn": txn,
-            "toe": toe,
-            "extra": extra,
-        },
-    )
+    members = token.__dict__
+    members["iss"] = iss
+    members["jti"] = jti
+    members["iat"] = iat
+    members["aud"] = aud
+    members["sub_id"] = sub_id
+    members["event_type"] = event_type
+    members["event"] = event
+    members["txn"] = txn
+    members["toe"] = toe
+    members["extra"] = extra
     return token
 
 
