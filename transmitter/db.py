@@ -12,10 +12,11 @@ import re
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from sqlalchemy import Column, Index, LargeBinary, Table, Text, event, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.schema import CreateIndex
 from sqlmodel import Field, SQLModel, create_engine
 
 from transmitter.settings import TransmitterSettings
@@ -86,9 +87,16 @@ class SubjectRow(SQLModel, table=True):
     verified: bool = True
 
 
+DELIVERY_ORDER_INDEX: Final = "ix_ssf_outbox_delivery_order"
+#: Its predecessor (``priority`` ascending), dropped from databases made before.
+_OLD_ORDER_INDEX: Final = "ix_ssf_outbox_stream_state"
+
+
 class OutboxRow(SQLModel, table=True):
     __tablename__ = "ssf_outbox"
-    __table_args__ = (Index("ix_ssf_outbox_stream_state", "stream_id", "state", "priority", "id"),)
+    #: In delivery order, so that the next SETs of a stream are read off the index: with
+    #: ``priority`` ascending, SQLite sorted a stream's whole pending backlog on every poll.
+    __table_args__ = (Index(DELIVERY_ORDER_INDEX, "stream_id", "state", text("priority DESC"), "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     stream_id: str
@@ -194,6 +202,11 @@ def create_schema(engine: Engine, settings: TransmitterSettings) -> None:
         with engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{settings.database_schema}"'))
     SQLModel.metadata.create_all(engine, tables=[client_t, stream_t, subject_t, outbox_t, key_t])
+    # A database made by an earlier version: create_all makes no index on an existing table.
+    (order,) = (i for i in outbox_t.indexes if i.name == DELIVERY_ORDER_INDEX)
+    with engine.begin() as conn:
+        conn.execute(CreateIndex(order, if_not_exists=True))
+        conn.execute(text(f"DROP INDEX IF EXISTS {_OLD_ORDER_INDEX}"))
 
 
 #: Core handles on the same tables, for statements that skip the ORM.
