@@ -12,7 +12,7 @@ import functools
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
@@ -60,9 +60,16 @@ def build(
 
 
 def insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """One executemany of a prepared INSERT (per-row ``.values()`` costs ~0.5 ms in SQLAlchemy)."""
-    if rows:
-        conn.execute(_INSERT, rows)
+    """Rows made by :func:`build`, in one executemany on the driver's cursor (through
+    SQLAlchemy, building the parameters cost 75 µs for one row against 16 µs here, measured
+    on SQLite: a publish writes one row per stream it reaches)."""
+    if not rows:
+        return
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.executemany(_insert_sql(placeholder(conn)), [tuple(r[c] for c in _COLUMNS) for r in rows])
+    finally:
+        cur.close()
 
 
 def enqueue(conn: Connection, **kwargs: Any) -> str:
@@ -72,7 +79,26 @@ def enqueue(conn: Connection, **kwargs: Any) -> str:
     return str(row["jti"])
 
 
-_INSERT = outbox_t.insert()
+#: The columns :func:`build` fills; the others start NULL (``id`` is generated).
+_COLUMNS: Final = (
+    "stream_id",
+    "jti",
+    "token",
+    "event_type",
+    "subject_key",
+    "control",
+    "priority",
+    "state",
+    "created_at",
+    "attempts",
+    "next_attempt_at",
+)
+
+
+@functools.lru_cache(maxsize=2)
+def _insert_sql(mark: str) -> str:
+    return f"INSERT INTO {outbox_t.name} ({', '.join(_COLUMNS)}) VALUES ({', '.join([mark] * len(_COLUMNS))})"
+
 
 # Routing runs for every published event: its two reads go to the driver's own cursor, not
 # through SQLAlchemy's execution layer, which cost several times the queries themselves (about

@@ -59,3 +59,43 @@ def test_sqlite_reads_the_next_sets_off_the_index_without_sorting(tmp_path: Path
                 assert DELIVERY_ORDER_INDEX in plan and "TEMP B-TREE" not in plan, plan
     finally:
         engine.dispose()
+
+
+def test_the_outbox_insert_writes_every_member_a_row_is_built_with(
+    db_config: dict[str, Any], tmp_path: Path
+) -> None:
+    """The insert names its columns; a member added to build() must not be dropped silently."""
+    from ssf.events import SessionRevoked
+    from ssf.keys import generate_signing_key
+    from ssf.subjects import Subject
+    from transmitter import outbox
+    from transmitter.db import begin, outbox_t
+
+    settings = TransmitterSettings(dev_mode=True, secret_file=tmp_path / "secret", **db_config)
+    engine = make_engine(settings)
+    try:
+        create_schema(engine, settings)
+        rows = [
+            outbox.build(
+                issuer="https://tx.example",
+                key=generate_signing_key("ES256"),
+                stream_id=f"s{i}",
+                aud="https://rx.example",
+                subject=Subject.email(f"u{i}@example.com"),
+                event_type=SessionRevoked.event_type,
+                event=SessionRevoked(),
+                control=i == 1,
+                priority=i,
+                now=1000.0 + i,
+            )
+            for i in range(3)
+        ]
+        assert set(rows[0]) == set(outbox._COLUMNS)
+        with begin(engine) as conn:
+            outbox.insert(conn, rows)
+        with engine.connect() as conn:
+            stored = conn.execute(sqlalchemy.select(outbox_t).order_by(outbox_t.c.id)).mappings().all()
+        assert [{c: r[c] for c in outbox._COLUMNS} for r in stored] == rows
+        assert all(r["id"] is not None and r["done_at"] is None and r["last_error"] is None for r in stored)
+    finally:
+        engine.dispose()
