@@ -3,14 +3,21 @@ stream, jti and txn for every push, and never the push authorization_header or a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from ssf import logs
 from ssf.logs import JsonFormatter, RedactingFilter, redact
 from tests.support.services import free_port
 from tests.transmitter.conftest import SESSION_REVOKED, Sink, make_settings, wait_until
@@ -134,14 +141,26 @@ def _up(http: httpx.Client, base: str) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _configured(**kwargs: Any) -> Iterator[logging.Logger]:
+    """configure_logging as serve does; afterwards the writer stopped and the root logger's
+    handlers and level as they were. Yields the root logger."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        logs.configure_logging("json", "INFO", **kwargs)
+        yield root
+    finally:
+        logs.stop_logging()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+
+
 def test_logging_never_blocks_when_nobody_reads() -> None:
     """A stalled stderr (a full pipe) must not stall the service: records are dropped instead."""
-    import io
-    import logging
-    import threading
-
-    from ssf import logs
-
     release = threading.Event()
 
     class Stalled(io.StringIO):
@@ -149,24 +168,16 @@ def test_logging_never_blocks_when_nobody_reads() -> None:
             release.wait(10)
             return super().write(s)
 
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
     out = Stalled()
     before = logs.dropped_records()
-    try:
-        logs.configure_logging("json", "INFO", stream=out, queue_size=5)
-        lg = logging.getLogger("transmitter.delivery")
-        for i in range(50):  # returns at once although the writer is stuck on the first line
-            lg.info("push delivered", extra={"jti": f"j{i}", "authorization_header": "Bearer zzzzzzzzzz"})
-        assert logs.dropped_records() - before >= 40
-    finally:
-        release.set()
-        logs.stop_logging()
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
+    with _configured(stream=out, queue_size=5):
+        try:
+            lg = logging.getLogger("transmitter.delivery")
+            for i in range(50):  # returns at once although the writer is stuck on the first line
+                lg.info("push delivered", extra={"jti": f"j{i}", "authorization_header": "Bearer zzzzzzzzzz"})
+            assert logs.dropped_records() - before >= 40
+        finally:
+            release.set()  # before the writer is stopped (it waits for the stream)
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
     assert lines and lines[0]["jti"] == "j0" and lines[0]["authorization_header"] == "[redacted]"
     assert "zzzzzzzzzz" not in out.getvalue()
@@ -175,27 +186,12 @@ def test_logging_never_blocks_when_nobody_reads() -> None:
 def test_a_full_queue_is_written_out_in_bounded_pieces() -> None:
     """The writer takes at most one queue's worth per write and goes on while more waits; at
     stop everything queued is written."""
-    import io
-    import logging
-
-    from ssf import logs
-
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
     out = io.StringIO()
     before = logs.dropped_records()
-    try:
-        logs.configure_logging("json", "INFO", stream=out, queue_size=25, interval=60)
+    with _configured(stream=out, queue_size=25, interval=60):
         lg = logging.getLogger("receiver.sets")
         for i in range(25):  # fills the queue exactly; the writer sleeps (interval 60 s)
             lg.info("set accepted", extra={"jti": f"j{i}"})
-    finally:
-        logs.stop_logging()
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
     assert logs.dropped_records() == before
     assert [json.loads(x)["jti"] for x in out.getvalue().splitlines()] == [f"j{i}" for i in range(25)]
 
@@ -203,10 +199,6 @@ def test_a_full_queue_is_written_out_in_bounded_pieces() -> None:
 def test_arguments_and_tracebacks_reach_the_line_redacted() -> None:
     """The queue handler applies arguments and renders the traceback on the caller's thread
     (the writer formats later); a handler after it reads the same record."""
-    import io
-    import logging
-
-    from ssf import logs
 
     class Later(logging.Handler):
         def __init__(self) -> None:
@@ -216,24 +208,14 @@ def test_arguments_and_tracebacks_reach_the_line_redacted() -> None:
         def emit(self, record: logging.LogRecord) -> None:
             self.seen.append((record.getMessage(), record.exc_text))
 
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
     out, later = io.StringIO(), Later()
-    try:
-        logs.configure_logging("json", "INFO", stream=out)
+    with _configured(stream=out) as root:
         root.addHandler(later)
         lg = logging.getLogger("receiver.push")
         try:
             raise ValueError(f"refused {SECRET}")
         except ValueError:
             lg.exception("push from %s failed with %d", "10.0.0.7", 400, extra={"jti": "j1"})
-    finally:
-        logs.stop_logging()
-        for h in list(root.handlers):
-            root.removeHandler(h)
-        for h in saved[0]:
-            root.addHandler(h)
-        root.setLevel(saved[1])
     (line,) = [json.loads(x) for x in out.getvalue().splitlines()]
     assert line["msg"] == "push from 10.0.0.7 failed with 400" and line["jti"] == "j1"
     assert "ValueError: refused Bearer [redacted]" in line["exc"] and "s3cr3t" not in out.getvalue()
