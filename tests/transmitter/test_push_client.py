@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.support.services import serve
-from transmitter.push_client import PushClient, PushTransportError
+from transmitter.push_client import Answer, PushClient, PushTransportError
 from transmitter.settings import TransmitterSettings
 from transmitter.ssrf import GuardedResolver, SSRFGuard
 
@@ -143,6 +143,28 @@ def test_timeout_refused_headers_and_closed_port() -> None:
     asyncio.run(closed())
 
 
+async def _post_to_raw_server(chunks: list[bytes], linger: float = 0.01) -> Answer:
+    """POST a SET to a loopback server that writes ``chunks`` (a pause after each), then closes."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"a.b.c")
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(linger)
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = _client()
+    try:
+        return await client.post(f"http://127.0.0.1:{port}/push", b"a.b.c", HEADERS, 16384)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
 @pytest.mark.parametrize(
     ("chunks", "status", "body"),
     [
@@ -162,47 +184,10 @@ def test_timeout_refused_headers_and_closed_port() -> None:
     ids=["interim-one-write", "interim-two-writes", "until-close"],
 )
 def test_raw_answers_are_read_to_their_end(chunks: list[bytes], status: int, body: bytes) -> None:
-    async def run() -> None:
-        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"a.b.c")
-            for chunk in chunks:
-                writer.write(chunk)
-                await writer.drain()
-                await asyncio.sleep(0.01)
-            writer.close()
-
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = _client()
-        try:
-            got = await client.post(f"http://127.0.0.1:{port}/push", b"a.b.c", HEADERS, 16384)
-            assert (got.status, got.body, got.retry_after) == (status, body, None)
-        finally:
-            await client.close()
-            server.close()
-            await server.wait_closed()
-
-    asyncio.run(run())
+    got = asyncio.run(_post_to_raw_server(chunks))
+    assert (got.status, got.body, got.retry_after) == (status, body, None)
 
 
 def test_a_malformed_answer_is_a_transport_error() -> None:
-    async def run() -> None:
-        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"a.b.c")
-            writer.write(b"HTTP/1.1 abc\r\n\r\n")
-            await writer.drain()
-            await asyncio.sleep(0.2)
-            writer.close()
-
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = _client()
-        try:
-            with pytest.raises(PushTransportError):
-                await client.post(f"http://127.0.0.1:{port}/push", b"a.b.c", HEADERS, 16384)
-        finally:
-            await client.close()
-            server.close()
-            await server.wait_closed()
-
-    asyncio.run(run())
+    with pytest.raises(PushTransportError):
+        asyncio.run(_post_to_raw_server([b"HTTP/1.1 abc\r\n\r\n"], linger=0.2))
