@@ -13,7 +13,7 @@ import functools
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
@@ -61,12 +61,11 @@ def build(
 
 
 def insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Rows made by :func:`build`, in one executemany on the driver's cursor (through
-    SQLAlchemy, building the parameters cost 75 µs for one row against 16 µs here, measured
-    on SQLite: a publish writes one row per stream it reaches)."""
+    """One executemany of a prepared INSERT (per-row ``.values()`` costs ~0.5 ms in SQLAlchemy).
+    Through SQLAlchemy, not the driver's cursor: the metrics count outbox rows from its
+    ``after_execute`` event (``transmitter/ops.py``), whatever code path wrote them."""
     if rows:
-        with driver_cursor(conn) as cur:
-            cur.executemany(_insert_sql(placeholder(conn)), [tuple(r[c] for c in _COLUMNS) for r in rows])
+        conn.execute(_INSERT, rows)
 
 
 def enqueue(conn: Connection, **kwargs: Any) -> str:
@@ -76,26 +75,7 @@ def enqueue(conn: Connection, **kwargs: Any) -> str:
     return str(row["jti"])
 
 
-#: The columns :func:`build` fills; the others start NULL (``id`` is generated).
-_COLUMNS: Final = (
-    "stream_id",
-    "jti",
-    "token",
-    "event_type",
-    "subject_key",
-    "control",
-    "priority",
-    "state",
-    "created_at",
-    "attempts",
-    "next_attempt_at",
-)
-
-
-@functools.lru_cache(maxsize=2)
-def _insert_sql(mark: str) -> str:
-    return f"INSERT INTO {outbox_t.name} ({', '.join(_COLUMNS)}) VALUES ({', '.join([mark] * len(_COLUMNS))})"
-
+_INSERT = outbox_t.insert()
 
 # Routing runs for every published event: its two reads go to the driver's own cursor, not
 # through SQLAlchemy's execution layer, which cost several times the queries themselves (about
