@@ -3,52 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conformance.rx.tlsfront import Pair, make_certificates
 from tests.support.services import serve
 from transmitter.push_client import Answer, PushClient, PushTransportError
 from transmitter.settings import TransmitterSettings
 from transmitter.ssrf import GuardedResolver, SSRFGuard
 
 HEADERS = {"Content-Type": "application/secevent+jwt", "Accept": "application/json"}
-
-
-def _cert(d: Path, name: str, san: x509.GeneralName) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    crt = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (d / f"{name}.crt").write_bytes(crt.public_bytes(serialization.Encoding.PEM))
-    (d / f"{name}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return d / f"{name}.crt", d / f"{name}.key"
 
 
 def _client(**kwargs: object) -> PushClient:
@@ -73,8 +44,9 @@ APP = Starlette(routes=[Route("/push", _push, methods=["POST"])])
 
 
 def test_https_receiver_certificate_and_name_are_checked(tmp_path: Path) -> None:
-    good_crt, good_key = _cert(tmp_path, "good", x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    other_crt, other_key = _cert(tmp_path, "other", x509.DNSName("other.example"))
+    certs = make_certificates("127.0.0.1")  # the conformance kit's throwaway CA and leaves
+    (tmp_path / "ca.pem").write_bytes(certs.ca)
+    trusting = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
 
     async def run(url: str, ctx: ssl.SSLContext | None) -> int:
         client = _client(ssl_context=ctx)
@@ -83,15 +55,20 @@ def test_https_receiver_certificate_and_name_are_checked(tmp_path: Path) -> None
         finally:
             await client.close()
 
-    with serve(APP, ssl_certfile=str(good_crt), ssl_keyfile=str(good_key)) as url:
+    def files(name: str, pair: Pair) -> dict[str, Any]:
+        (tmp_path / f"{name}.crt").write_bytes(pair.cert)
+        (tmp_path / f"{name}.key").write_bytes(pair.key)
+        return {"ssl_certfile": str(tmp_path / f"{name}.crt"), "ssl_keyfile": str(tmp_path / f"{name}.key")}
+
+    with serve(APP, **files("trusted", certs.trusted)) as url:
         url = url.replace("http://", "https://")
-        assert asyncio.run(run(url, ssl.create_default_context(cafile=str(good_crt)))) == 202
-        with pytest.raises(ssl.SSLCertVerificationError):  # not in the system's trust store
+        assert asyncio.run(run(url, trusting)) == 202
+        with pytest.raises(ssl.SSLCertVerificationError):  # its CA is not in the system's store
             asyncio.run(run(url, None))
-    with serve(APP, ssl_certfile=str(other_crt), ssl_keyfile=str(other_key)) as url:
+    with serve(APP, **files("wrong", certs.wrong_host)) as url:
         url = url.replace("http://", "https://")
         with pytest.raises(ssl.SSLCertVerificationError):  # trusted, but for another name
-            asyncio.run(run(url, ssl.create_default_context(cafile=str(other_crt))))
+            asyncio.run(run(url, trusting))
 
 
 def test_connection_reused_answers_and_retry_after() -> None:
