@@ -8,11 +8,10 @@ of a backlog, everything else in generation order.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, select, update
@@ -96,22 +95,15 @@ def _route_subjects_sql(mark: str, n: int) -> str:
     )
 
 
-@contextlib.contextmanager
-def driver_cursor(conn: Connection) -> Iterator[Any]:
-    """The driver's own cursor on the connection, inside its transaction; closed after."""
+def driver_query(conn: Connection, sql: str, params: Sequence[Any] = (), *, rows: bool = True) -> list[Any]:
+    """Rows (tuples) of one statement on the connection's driver cursor, inside its
+    transaction (``rows=False``: a write, nothing to fetch)."""
     cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        yield cur
-    finally:
-        cur.close()
-
-
-def driver_query(conn: Connection, sql: str, params: Sequence[Any] = (), *, rows: bool = True) -> list[Any]:
-    """Rows (tuples) of one statement on the driver's cursor (``rows=False``: a write,
-    nothing to fetch)."""
-    with driver_cursor(conn) as cur:
         cur.execute(sql, params)
         return list(cur.fetchall()) if rows else []
+    finally:
+        cur.close()
 
 
 def placeholder(conn: Connection) -> str:
