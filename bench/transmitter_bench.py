@@ -1,6 +1,6 @@
 """Transmitter benchmark: publish-to-delivered throughput and latency, push and poll, fan-out.
 
-``.venv/bin/python -m bench.transmitter_bench [--db sqlite|postgres|both] [--n N] [--rate R]
+``.venv/bin/python -m bench.transmitter_bench [--db sqlite|postgres|both] [--only RUNS] [--n N] [--rate R]
 [--seconds S] [--fanout F] [--alg ES256]``
 
 Three processes, as deployed: the transmitter (``ssf transmitter serve``: uvicorn, uvloop,
@@ -174,7 +174,10 @@ def push_throughput(rig: Rig, n: int, streams: int = 1) -> dict[str, Any]:
     t0 = time.time()
     for sid in sids:
         rig.status(tok, sid, "enabled")
+    deadline = time.time() + 120
     while (st := rig.sink_stats())["count"] < total:
+        if time.time() > deadline or any(p.poll() is not None for p in rig.procs):
+            raise RuntimeError(f"push throughput: {st['count']} of {total} SETs arrived; giving up")
         time.sleep(0.05)
     last = max(st["arrivals"].values())
     cpu = rig.cpu() - c0
@@ -218,9 +221,11 @@ def poll_throughput(rig: Rig, n: int) -> dict[str, Any]:
     }
 
 
-async def _publish_open_loop(rig: Rig, pub: str, rate: float, seconds: float) -> dict[str, float]:
+async def _publish_open_loop(
+    rig: Rig, pub: str, rate: float, seconds: float, answered: list[float] | None = None
+) -> dict[str, float]:
     """POST /events at ``rate``/s (aiohttp: httpx cannot sustain this, see perf-anchors c);
-    returns {jti: publish start time}."""
+    returns {jti: publish start time}; ``answered`` gets each call's duration in ms."""
     started: dict[str, float] = {}
     headers = {"Authorization": f"Bearer {pub}"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
@@ -233,6 +238,8 @@ async def _publish_open_loop(rig: Rig, pub: str, rate: float, seconds: float) ->
             }
             async with http.post(rig.base + "/events", headers=headers, json=body) as r:
                 data = await r.json()
+            if answered is not None:
+                answered.append((time.time() - t) * 1000)
             for jti in data["jti"].values():
                 started[jti] = t
 
@@ -253,7 +260,8 @@ def push_latency(rig: Rig, rate: float, seconds: float) -> dict[str, Any]:
     pub = rig.client(["ssf.publish"])
     rig.reset_sink()
     c0 = rig.cpu()
-    started = asyncio.run(_publish_open_loop(rig, pub, rate, seconds))
+    answered: list[float] = []
+    started = asyncio.run(_publish_open_loop(rig, pub, rate, seconds, answered))
     deadline = time.time() + 30
     while rig.sink_stats()["count"] < len(started) and time.time() < deadline:
         time.sleep(0.05)
@@ -266,6 +274,8 @@ def push_latency(rig: Rig, rate: float, seconds: float) -> dict[str, Any]:
         "n": len(lat),
         "p50_ms": round(pct(lat, 50), 2),
         "p99_ms": round(pct(lat, 99), 2),
+        "publish_p50_ms": round(pct(answered, 50), 2),
+        "publish_p99_ms": round(pct(answered, 99), 2),
         "server_cpu_ms_per_event": round(cpu / max(len(started), 1) * 1000, 3),
     }
 
@@ -333,20 +343,22 @@ def fan_out(rig: Rig, streams: int) -> dict[str, Any]:
     }
 
 
+RUNS = ("push_throughput", "push_throughput_8", "poll_throughput", "push_latency", "poll_latency", "fan_out")
+
+
 def run(db: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         rig = Rig(db, args.alg, Path(tmp))
+        todo = {
+            "push_throughput": lambda: push_throughput(rig, args.n),
+            "push_throughput_8": lambda: push_throughput(rig, args.n, streams=8),
+            "poll_throughput": lambda: poll_throughput(rig, args.n),
+            "push_latency": lambda: push_latency(rig, args.rate, args.seconds),
+            "poll_latency": lambda: poll_latency(rig, args.rate, args.seconds),
+            "fan_out": lambda: fan_out(rig, args.fanout),
+        }
         try:
-            res = {
-                "push_throughput": push_throughput(rig, args.n),
-                "push_throughput_8": push_throughput(rig, args.n, streams=8),
-                "poll_throughput": poll_throughput(rig, args.n),
-                "push_latency": push_latency(rig, args.rate, args.seconds),
-                "poll_latency": poll_latency(rig, args.rate, args.seconds),
-            }
-            if args.fanout:
-                res["fan_out"] = fan_out(rig, args.fanout)
-            return res
+            return {name: todo[name]() for name in args.only if name != "fan_out" or args.fanout}
         finally:
             rig.close()
 
@@ -359,7 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of the latency runs")
     ap.add_argument("--fanout", type=int, default=1000, help="streams for the fan-out run (0 = skip)")
     ap.add_argument("--alg", default="ES256", help="signing algorithm (RS256 is the CAEP-interop default)")
+    ap.add_argument("--only", default=",".join(RUNS), help="comma-separated subset of: " + ", ".join(RUNS))
     args = ap.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(args.only) - set(RUNS))
+    if unknown:
+        ap.error(f"unknown run(s): {', '.join(unknown)}")
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     print(
         f"transmitter bench: alg={args.alg} n={args.n} rate={args.rate}/s x {args.seconds}s "
