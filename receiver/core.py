@@ -543,7 +543,11 @@ class Receiver:
                     else:
                         snapshots[key] = [m.to_json() for m in self.state.export(rec.subject)]
                 for subject in reset:
-                    snapshots[row_key(subject)] = [m.to_json() for m in self.state.export(subject)]
+                    facts = [m.to_json() for m in self.state.export(subject)]
+                    if facts:
+                        snapshots[row_key(subject)] = facts
+                    else:
+                        gone.append(row_key(subject))  # nothing left: no empty row either
                 if gone or snapshots:
                     await self.store.forget(gone, snapshots, before)
                 total += len(dead) + len(reset)

@@ -250,6 +250,18 @@ class _Record:
         setattr(self, f, new)
         return True
 
+    @property
+    def empty(self) -> bool:
+        """No fact left (a pruned complex subject's record can go)."""
+        return (
+            self.cutoff == _NEG_INF
+            and self.disabled is None
+            and self.noncompliant is None
+            and self.assurance is None
+            and self.risk is None
+            and not self.claims
+        )
+
     def mutations(self) -> Iterator[Mutation]:
         """The record as mutations (its durable form; replaying them rebuilds it)."""
         s = self.subject
@@ -470,6 +482,18 @@ class RevocationState:
                 self.by_member.setdefault(key, []).append(entry)
         return entry.record
 
+    def _drop_complex(self, key: str, entry: _ComplexEntry) -> None:
+        """Forget a complex subject left with no fact, from every index that lists it (a
+        pruned one would otherwise stay in memory, and on every request's member walk)."""
+        del self.complex[key]
+        for member in set(entry.members.values()):
+            entries = self.by_member.get(member)
+            if entries is None:
+                continue
+            entries[:] = [e for e in entries if e is not entry]
+            if not entries:
+                del self.by_member[member]
+
     def prune_cutoffs(self, before: float) -> tuple[list[str], list[Subject]]:
         """Forget cutoffs and revoked sessions made before ``before`` (the caller's bound:
         every token they could refuse has expired by then), all at once.
@@ -523,6 +547,8 @@ class RevocationState:
                                     dead.append(key)
                                 elif entry is not None:
                                     entry.record.cutoff = _NEG_INF
+                                    if entry.record.empty:
+                                        self._drop_complex(key, entry)
                                     reset.append(entry.record.subject)
                             elif _minute(at) == minute:
                                 keep.append(key)

@@ -515,3 +515,50 @@ async def test_pruning_runs_in_steps_and_judges_each_entry_when_its_turn_comes()
     assert len(state.prune_cutoffs(before=30_000)[0]) == remaining == n + len(revived) + back_dated
     assert state.counts()["revoked_sessions"] == state.counts()["cutoffs"] == 0
     assert state.by_minute == {} and state.complex_by_minute == {}
+
+
+@pytest.mark.parametrize("backend", ["sql", "redis"])
+async def test_a_pruned_complex_subject_leaves_nothing_behind(backend: str, sql_url: str) -> None:
+    """A complex subject whose cutoff was its only fact goes from every in-memory index and from
+    the store; one that still holds another fact keeps it (and only it)."""
+    store: StateStore
+    if backend == "sql":
+        store = SQLStore(sql_url)
+    else:
+        if not sql_url.startswith("sqlite"):
+            pytest.skip("one Redis run is enough")
+        store = RedisStore(require_redis(), namespace="ssf-test-" + secrets.token_hex(4))
+    rcv = Receiver(ReceiverSettings(database_url="memory"), store=store)
+    await rcv.open()
+    gone = Subject.complex(user=Subject.iss_sub(ISS, "cx-gone"), session=Subject.opaque("cs-gone"))
+    kept = Subject.complex(user=Subject.iss_sub(ISS, "cx-kept"), device=Subject.opaque("dev-kept"))
+    try:
+        facts = [
+            Mutation(gone, CUTOFF, math.inf, 100),
+            Mutation(kept, CUTOFF, math.inf, 100),
+            Mutation(kept, DISABLED, True, 100),
+        ]
+        batch = WriteBatch(mutations=[m for m in facts if rcv.state.apply(m)])
+        for m in batch.mutations:
+            batch.snapshots[row_key(m.subject)] = [x.to_json() for x in rcv.state.export(m.subject)]
+        await store.commit(batch)
+        assert rcv.state.counts()["complex_subjects"] == 2
+        assert await rcv.prune_state(before=500) == 2
+        for state in (rcv.state, await _reload(store)):
+            assert gone.key not in state.complex and kept.key in state.complex
+            assert state.counts()["complex_subjects"] == 1
+            assert not any(e.record.subject.key == gone.key for es in state.by_member.values() for e in es)
+            assert set(state.by_member) == {f"i:{ISS}\x1fcx-kept", "o:dev-kept"}
+            assert not state.complex_by_minute
+            token = _user_token("cx-gone", sid="cs-gone")
+            assert state.evaluate(token, 50).revoked is False
+            kept_state = state.evaluate(_user_token("cx-kept", device_id="dev-kept"), 50)
+            assert kept_state.disabled and not kept_state.revoked
+        if isinstance(store, SQLStore):
+            assert gone.key not in _stored_keys(store) and kept.key in _stored_keys(store)
+        else:
+            assert not await store.redis.exists(f"{store.ns}:s:{gone.key}")
+    finally:
+        if isinstance(store, RedisStore):
+            await store.clear()
+        await rcv.stop()
