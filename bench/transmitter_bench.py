@@ -14,6 +14,12 @@ httptools, delivery worker), a minimal loopback push sink answering 202
   loop); latency = arrival at the sink (push) or in a long-poll response (poll) minus the
   start of the publish request. p50/p99.
 * fan-out: one event to F push streams; time until the sink has all F.
+
+On PostgreSQL the latency runs also print ``commit_probe_*``: during the run a separate
+connection commits a one-row insert every 10 ms, and its commit time is the disk's WAL flush
+as any client sees it. A publish answers only once its transaction is durable, so when that
+floor spikes (this machine's shared disk stalls for 100-800 ms at times), the transmitter's
+p99 spikes with it; the probe tells the two apart.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -154,6 +161,51 @@ class Rig:
             eng.dispose()
 
 
+class CommitProbe:
+    """Commit times of a one-row insert every 10 ms on a connection of its own (PostgreSQL)."""
+
+    def __init__(self, schema: str | None) -> None:
+        self.schema = schema
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CommitProbe:
+        if self.schema:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        eng = sqlalchemy.create_engine(POSTGRES_URL)
+        table = f'"{self.schema}".bench_commit_probe'
+        try:
+            with eng.begin() as conn:
+                conn.execute(sqlalchemy.text(f"CREATE TABLE IF NOT EXISTS {table} (id serial PRIMARY KEY)"))
+            with eng.connect() as conn:
+                insert = sqlalchemy.text(f"INSERT INTO {table} DEFAULT VALUES")
+                while not self._stop.wait(0.01):
+                    t = time.perf_counter()
+                    conn.execute(insert)
+                    conn.commit()
+                    self.times.append((time.perf_counter() - t) * 1000)
+        finally:
+            eng.dispose()
+
+    def figures(self) -> dict[str, float]:
+        if not self.times:
+            return {}
+        return {
+            "commit_probe_p50_ms": round(pct(self.times, 50), 2),
+            "commit_probe_p99_ms": round(pct(self.times, 99), 2),
+            "commit_probe_max_ms": round(max(self.times), 1),
+        }
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -261,7 +313,8 @@ def push_latency(rig: Rig, rate: float, seconds: float) -> dict[str, Any]:
     rig.reset_sink()
     c0 = rig.cpu()
     answered: list[float] = []
-    started = asyncio.run(_publish_open_loop(rig, pub, rate, seconds, answered))
+    with CommitProbe(rig.schema) as probe:
+        started = asyncio.run(_publish_open_loop(rig, pub, rate, seconds, answered))
     deadline = time.time() + 30
     while rig.sink_stats()["count"] < len(started) and time.time() < deadline:
         time.sleep(0.05)
@@ -277,6 +330,7 @@ def push_latency(rig: Rig, rate: float, seconds: float) -> dict[str, Any]:
         "publish_p50_ms": round(pct(answered, 50), 2),
         "publish_p99_ms": round(pct(answered, 99), 2),
         "server_cpu_ms_per_event": round(cpu / max(len(started), 1) * 1000, 3),
+        **probe.figures(),
     }
 
 
@@ -317,10 +371,17 @@ def poll_latency(rig: Rig, rate: float, seconds: float) -> dict[str, Any]:
         await task
         return started
 
-    started = asyncio.run(run())
+    with CommitProbe(rig.schema) as probe:
+        started = asyncio.run(run())
     lat = [(received[j] - t) * 1000 for j, t in started.items() if j in received]
     rig.status(tok, s["stream_id"], "disabled")
-    return {"rate": rate, "n": len(lat), "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2)}
+    return {
+        "rate": rate,
+        "n": len(lat),
+        "p50_ms": round(pct(lat, 50), 2),
+        "p99_ms": round(pct(lat, 99), 2),
+        **probe.figures(),
+    }
 
 
 def fan_out(rig: Rig, streams: int) -> dict[str, Any]:
