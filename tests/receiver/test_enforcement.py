@@ -14,12 +14,21 @@ from receiver.policy import ALLOW, Decision, DefaultPolicy, RequestContext
 from receiver.state import SubjectState
 from ssf.events import (
     AssuranceLevelChange,
+    CredentialChange,
     DeviceComplianceChange,
     RiskLevelChange,
     SessionRevoked,
     TokenClaimsChange,
 )
-from ssf.events.risc import AccountDisabled, AccountEnabled, AccountPurged, SessionsRevoked
+from ssf.events.risc import (
+    AccountCredentialChangeRequired,
+    AccountDisabled,
+    AccountEnabled,
+    AccountPurged,
+    CredentialCompromise,
+    IdentifierRecycled,
+    SessionsRevoked,
+)
 from ssf.subjects import Subject
 from tests.receiver.conftest import Running, run_receiver
 from tests.receiver.fake import FakeTransmitter
@@ -117,6 +126,37 @@ def test_cutoff_events_by_email(rcv: Running, event: Any) -> None:
     assert rcv.whoami(token).status_code == 200
     assert rcv.push(fake.sign(Subject.email(f"{name}@example.com"), event)).status_code == 202
     assert rcv.whoami(token).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        CredentialChange(credential_type="password", change_type="update"),
+        AccountCredentialChangeRequired(),
+        CredentialCompromise(credential_type="password"),
+        AccountPurged(),
+        IdentifierRecycled(),
+        SessionsRevoked(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_every_cutoff_event_refuses_the_users_older_tokens_only(rcv: Running, event: Any) -> None:
+    """Each cutoff event (by its time: event_timestamp, else the SET's iat) refuses the tokens
+    of that user issued by then, and no newer one nor another user's."""
+    fake = rcv.fake
+    name = "cut-" + type(event).__name__.lower()
+    now = int(time.time())
+    old = fake.mint(name, iat=now - 20, email=f"{name}@example.com")
+    newer = fake.mint(name, iat=now, email=f"{name}@example.com")
+    other = fake.mint("other-" + name, iat=now - 20, email=f"other-{name}@example.com")
+    for token in (old, newer, other):
+        assert rcv.whoami(token).status_code == 200
+    if "event_timestamp" in type(event).model_fields:
+        event = event.model_copy(update={"event_timestamp": now - 10})
+    assert rcv.push(fake.sign(Subject.email(f"{name}@example.com"), event, iat=now - 10)).status_code == 202
+    assert rcv.whoami(old).status_code == 401
+    assert rcv.whoami(newer).status_code == 200
+    assert rcv.whoami(other).status_code == 200
 
 
 def test_account_disabled_until_enabled(rcv: Running) -> None:
