@@ -49,11 +49,22 @@ class RateLimiter:
 
 
 def check_json_depth(value: Any, limit: int) -> None:
-    """Raise :class:`ModelError` (400) when ``value`` nests arrays/objects deeper than ``limit``."""
+    """Raise :class:`ModelError` (400) when ``value`` nests arrays/objects deeper than ``limit``,
+    or holds a string that is not Unicode text.
+
+    JSON may spell a lone surrogate (``"\\ud800"``); Python keeps it in a ``str`` that no UTF-8
+    encoder (database driver, SET signer, receiver) accepts. Every request body is walked here
+    anyway, so this is where such text is refused, before anything tries to store it.
+    """
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+            continue
         if isinstance(item, dict):
+            for key in item:
+                _check_text(key)
             children = item.values()
         elif isinstance(item, list):
             children = item  # type: ignore[assignment]
@@ -62,3 +73,14 @@ def check_json_depth(value: Any, limit: int) -> None:
         if depth > limit:
             raise ModelError(f"the request body nests deeper than {limit} levels")
         stack.extend((c, depth + 1) for c in children)
+
+
+def _check_text(text: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelError(
+            "the request body holds a string that is not Unicode text (a lone surrogate)"
+        ) from None

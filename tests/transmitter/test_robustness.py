@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from typing import Any
 
 from tests.transmitter.conftest import Server
 
@@ -57,3 +59,33 @@ def test_no_body_ever_gets_a_500(server: Server) -> None:
     assert r.status_code == 404
     r = server.http.post(server.url + "/oauth/token", content=b"\xff\xfe", headers={"Content-Type": "x"})
     assert r.status_code == 400 and "error" in r.json()
+
+
+def test_lone_surrogates_in_json_strings_are_400(server: Server) -> None:
+    """``"\\ud800"`` is valid JSON but no Unicode text: it cannot be stored, signed into a SET
+    or sent on; every route answers 400 (it was a 500 from the database driver)."""
+    rx = server.client(scopes=["ssf.read", "ssf.manage", "ssf.publish"])
+    sid = server.create(rx, {})["stream_id"]
+    bad = "\ud800"  # json.dumps writes it as the escape a peer would send
+    revoked = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+    opaque = {"format": "opaque", "id": "x"}
+    cases: list[tuple[str, str, Any]] = [
+        ("POST", "/ssf/streams", {"description": bad}),
+        ("PATCH", "/ssf/streams", {"stream_id": bad}),
+        ("PATCH", "/ssf/streams", {"stream_id": sid, "description": bad}),
+        ("PUT", "/ssf/streams", {"stream_id": sid, "events_requested": [bad]}),
+        ("POST", "/ssf/status", {"stream_id": sid, "status": "paused", "reason": bad}),
+        ("POST", "/ssf/status", {"stream_id": bad, "status": "paused"}),
+        ("POST", "/ssf/subjects:add", {"stream_id": sid, "subject": {"format": "opaque", "id": bad}}),
+        ("POST", "/ssf/subjects:remove", {"stream_id": bad, "subject": opaque}),
+        ("POST", "/ssf/verify", {"stream_id": bad}),
+        ("POST", "/ssf/verify", {"stream_id": sid, "state": bad}),
+        ("POST", f"/ssf/poll/{sid}", {"returnImmediately": True, "ack": [bad]}),
+        ("POST", "/events", {"subject": {"format": "opaque", "id": bad}, "events": {revoked: {}}}),
+        ("POST", "/events", {"subject": opaque, "events": {revoked: {bad: 1}}}),
+    ]
+    for method, path, body in cases:
+        raw = json.dumps(body).encode()
+        r = server.req(method, path, rx, content=raw, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, (method, path, raw, r.status_code, r.text)
+        assert r.json()["err"] == "invalid_request" and "Unicode" in r.json()["description"], r.text
