@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from joserfc import jws
 
 from receiver.app import create_app
 from receiver.core import Receiver
@@ -273,3 +274,52 @@ def test_metrics_count_sets_and_requests(rcv: Running) -> None:
     assert 'ssf_receiver_requests_total{outcome="refused",error="invalid_token"}' in text
     assert 'ssf_receiver_requests_total{outcome="authorized"}' in text
     assert "ssf_receiver_ready 1" in text
+
+
+def _raw_set(fake: FakeTransmitter, claims: dict[str, object], **header: object) -> str:
+    """A SET signed with the transmitter's key, with any header and claims (for what
+    ``SecurityEventToken.create`` would never make)."""
+    key = fake.keys.active
+    now = int(time.time())
+    body = {
+        "iss": fake.issuer,
+        "jti": "raw-" + str(time.monotonic_ns()),
+        "iat": now,
+        "aud": fake.stream_aud,
+        "sub_id": {"format": "opaque", "id": "s-raw"},
+        "events": {SessionRevoked.event_type: {}},
+        **claims,
+    }
+    head = {k: v for k, v in {"alg": key.alg, "kid": key.kid, "typ": "secevent+jwt", **header}.items() if v}
+    return jws.serialize_compact(head, json.dumps(body).encode(), key.key, algorithms=[key.alg])
+
+
+def test_the_configured_validation_settings_hold_on_the_wire(fake: FakeTransmitter, tmp_path: Path) -> None:
+    """SET_ALGORITHMS, CLOCK_SKEW and MAX_SET_BYTES reach the verifier; ``typ`` and the
+    claims an SSF SET must not carry are refused; nothing refused changes the state."""
+    assert fake.keys.active.alg == "ES256"
+    with run_receiver(fake, tmp_path, verify_on_start=False, clock_skew=60, max_set_bytes=2048) as rcv:
+        rcv.wait(lambda: rcv.receiver.verifier is not None, "ready")
+        now = int(time.time())
+        assert rcv.push(_raw_set(fake, {"iat": now + 50, "jti": "in-skew"})).status_code == 202
+        refused = {
+            "beyond-skew": _raw_set(fake, {"iat": now + 120}),
+            "typ-jwt": _raw_set(fake, {}, typ="JWT"),
+            "no-typ": _raw_set(fake, {}, typ=None),
+            "sub": _raw_set(fake, {"sub": "alice"}),
+            "exp": _raw_set(fake, {"exp": now + 600}),
+            "too-large": _raw_set(fake, {"pad": "x" * 1500}),
+        }
+        assert 2048 < len(refused["too-large"]) < 2048 + 1024  # past the limit, within the headroom
+        for name, token in refused.items():
+            resp = rcv.push(token)
+            assert resp.status_code == 400, name
+            assert resp.json()["err"] == "invalid_request", name
+        assert "o:s-raw" in rcv.receiver.state.cutoffs  # the one accepted SET
+    (tmp_path / "rs").mkdir()
+    strict = {"verify_on_start": False, "set_algorithms": ["RS256", "PS256"]}
+    with run_receiver(fake, tmp_path / "rs", **strict) as rcv:
+        rcv.wait(lambda: rcv.receiver.verifier is not None, "ready")
+        resp = rcv.push(_raw_set(fake, {"sub_id": {"format": "opaque", "id": "s-es256"}}))
+        assert resp.status_code == 400 and resp.json()["err"] == "invalid_key"
+        assert "o:s-es256" not in rcv.receiver.state.cutoffs
