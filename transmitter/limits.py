@@ -50,11 +50,12 @@ class RateLimiter:
 
 def check_json_depth(value: Any, limit: int) -> None:
     """Raise :class:`ModelError` (400) when ``value`` nests arrays/objects deeper than ``limit``,
-    or holds a string that is not Unicode text.
+    holds a string that is not Unicode text, or a NaN or infinite number.
 
     JSON may spell a lone surrogate (``"\\ud800"``); Python keeps it in a ``str`` that no UTF-8
     encoder (database driver, SET signer, receiver) accepts. Every request body is walked here
-    anyway, so this is where such text is refused, before anything tries to store it.
+    anyway, so this is where such text is refused, before anything tries to store it. NaN and
+    Infinity are not JSON (RFC 8259 §6) although Python's parser takes them.
     """
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -62,6 +63,8 @@ def check_json_depth(value: Any, limit: int) -> None:
         if isinstance(item, str):
             _check_text(item)
             continue
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ModelError(f"the request body holds {item!r}, which is not a JSON number (NaN or Infinity)")
         if isinstance(item, dict):
             for key in item:
                 _check_text(key)

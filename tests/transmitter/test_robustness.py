@@ -89,3 +89,18 @@ def test_lone_surrogates_in_json_strings_are_400(server: Server) -> None:
         r = server.req(method, path, rx, content=raw, headers={"Content-Type": "application/json"})
         assert r.status_code == 400, (method, path, raw, r.status_code, r.text)
         assert r.json()["err"] == "invalid_request" and "Unicode" in r.json()["description"], r.text
+
+
+def test_nan_and_infinity_are_not_json(server: Server) -> None:
+    """RFC 8259 has no NaN or Infinity; Python's parser takes them, and an event member holding
+    one was published as ``null`` (a SET other than the one the publisher sent)."""
+    rx = server.client(scopes=["ssf.read", "ssf.manage", "ssf.publish"])
+    revoked = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+    s = server.create(rx, {"events_requested": [revoked]})
+    for word in ("NaN", "Infinity", "-Infinity"):
+        raw = '{"subject": {"format": "opaque", "id": "x"}, "events": {"%s": {"n": %s}}}' % (revoked, word)  # noqa: UP031
+        r = server.req("POST", "/events", rx, content=raw, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and word.lstrip("-") in r.json()["description"], r.text
+        r = server.req("POST", "/ssf/verify", rx, content='{"stream_id": "x", "state": %s}' % word)  # noqa: UP031
+        assert r.status_code == 400 and word.lstrip("-") in r.json()["description"], r.text
+    assert server.poll(rx, s) == {"sets": {}}
