@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,15 @@ from rich.console import Console
 from ssf.errors import SSFError
 from ssf.events import parse_event
 from ssf.keys import SIGNING_ALGORITHMS, KeySet, PublicKeys, generate_signing_key, load_signing_key
-from ssf.set import DEFAULT_ALGORITHMS, SecurityEventToken, SETVerifier, decode_unverified, sign_set
+from ssf.set import (
+    DEFAULT_ALGORITHMS,
+    SecurityEventToken,
+    SETVerifier,
+    UnknownKeyID,
+    decode_unverified,
+    parse_claims,
+    sign_set,
+)
 from ssf.subjects import parse_subject
 
 keys_app = typer.Typer(help="Generate and inspect signing keys.", no_args_is_help=True)
@@ -40,13 +49,25 @@ def keys_generate(
     ks = KeySet([key])
     text = json.dumps(ks.private_jwks(), indent=2)
     if out:
-        out.write_text(text)
-        out.chmod(0o600)
+        try:
+            _write_private(out, text + "\n")
+        except OSError as exc:
+            err_console.print(f"[red]cannot write {out}:[/red] {exc.strerror or exc}")
+            raise typer.Exit(2) from None
         err_console.print(f"wrote private key {key.kid} ({alg}) to {out}")
     else:
         sys.stdout.write(text + "\n")
     if public:
         public.write_text(json.dumps(ks.jwks(), indent=2))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Owner-only from the first byte: a chmod after writing would leave a window in which
+    the private key is readable by others."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode on O_CREAT
+        f.write(text)
 
 
 def _load_key(path: Path) -> Any:
@@ -101,8 +122,6 @@ def set_decode(
     console.print_json(json.dumps(header))
     console.print_json(json.dumps(claims))
     if jwks is None:
-        from ssf.set import parse_claims
-
         try:
             parse_claims(claims)
             console.print("[green]claims and event are valid[/green] (signature not checked: no --jwks)")
@@ -111,21 +130,36 @@ def set_decode(
             raise typer.Exit(1) from None
         return
     try:
-        if jwks.startswith(("http://", "https://")):
-            doc = httpx.get(jwks, timeout=10).json()
-        else:
-            doc = json.loads(Path(jwks).read_text())
-        verifier = SETVerifier(
-            issuer=issuer or str(claims.get("iss", "")),
-            audience=audience,
-            keys=PublicKeys.from_jwks(doc),
-            algorithms=DEFAULT_ALGORITHMS,
-        )
+        keys = PublicKeys.from_jwks(_fetch_jwks(jwks))
+    except (SSFError, httpx.HTTPError, OSError, ValueError) as exc:
+        reason = exc.description if isinstance(exc, SSFError) else str(exc)
+        console.print(f"[red]could not load the JWKS:[/red] {reason}")
+        raise typer.Exit(2) from None
+    verifier = SETVerifier(
+        issuer=issuer or str(claims.get("iss", "")),
+        audience=audience,
+        keys=keys,
+        algorithms=DEFAULT_ALGORITHMS,
+    )
+    try:
         verifier.verify(text)
+    except UnknownKeyID as exc:
+        held = ", ".join(sorted(keys.kids())) or "none"
+        console.print(
+            f"[red]does not verify ({exc.err}):[/red] no key in the JWKS fits kid {exc.kid!r} "
+            f"and alg {header.get('alg')!r} (kids held: {held})"
+        )
+        raise typer.Exit(1) from None
     except SSFError as exc:
         console.print(f"[red]does not verify ({exc.err}):[/red] {exc.description}")
         raise typer.Exit(1) from None
-    except (httpx.HTTPError, OSError, ValueError) as exc:
-        console.print(f"[red]could not load the JWKS:[/red] {exc}")
-        raise typer.Exit(2) from None
     console.print("[green]signature, claims and event verify[/green]")
+
+
+def _fetch_jwks(source: str) -> Any:
+    """A JWKS document from a file or an http(s) URL; a non-2xx answer is an error, not keys."""
+    if source.startswith(("http://", "https://")):
+        response = httpx.get(source, timeout=10, headers={"Accept": "application/json"})
+        response.raise_for_status()
+        return response.json()
+    return json.loads(Path(source).read_text())
