@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from hypothesis import given, strategies as st
 
 from ssf import logs
 from ssf.logs import JsonFormatter, RedactingFilter, redact
@@ -132,6 +133,38 @@ def test_redaction_of_messages_and_fields() -> None:
     assert out["detail"] == {"access_token": "[redacted]", "n": 1}
     assert redact('{"authorization_header": "Token zzz"}') == '{"authorization_header": "[redacted]"}'
     assert "eyJ" not in redact("set eyJhbGciOiJFUzI1NiJ9.eyJqdGkiOiJ4In0.sig tail")
+
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "Bearer abcd1234",
+        "BASIC dXNlcjpw",
+        "dPoP ",
+        "token=",
+        "eyJhbGc.eyJx.c2ln",
+        "eyj",
+        "https://u:p@host",
+        "://",
+        "@",
+        "Authorization: ",
+        "client_SECRET=",
+        '"access_token": "x"',
+        "'",
+        " ",
+        "abcdEFGH1234",
+        "-_~+/.",
+    ]
+)
+
+
+@given(st.lists(st.one_of(_FRAGMENTS, st.text(max_size=8)), max_size=12).map("".join))
+def test_redact_skips_no_text_a_pattern_would_change(text: str) -> None:
+    # The trigger pre-check is only a shortcut: every pattern applied unconditionally, in
+    # order, must give the same text.
+    expected = text
+    for pattern, repl in logs._PATTERNS:
+        expected = pattern.sub(repl, expected)
+    assert redact(text) == expected
 
 
 def _up(http: httpx.Client, base: str) -> bool:
