@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +141,89 @@ async def test_mismatched_jti_key_goes_to_set_errs(tmp_path: Path) -> None:
     rcv, key = _receiver(tmp_path)
     acks, errs = await rcv.receive_batch({"other": _set(key, "real")})
     assert acks == [] and errs["other"]["err"] == "invalid_request"
+
+
+def test_a_long_poll_outlasting_http_timeout_is_not_an_error(
+    fake_factory: Callable[..., FakeTransmitter], tmp_path: Path
+) -> None:
+    """The long poll waits POLL_TIMEOUT (above the transmitter's hold), not HTTP_TIMEOUT."""
+    fake = fake_factory(poll_hold=1.0)
+    with run_receiver(fake, tmp_path, delivery="poll", http_timeout=0.4, poll_timeout=5) as running:
+        running.wait(lambda: bool(running.receiver.verified_states), "verification over poll")
+        poller = running.receiver.poller
+        assert poller is not None
+        held = poller.polls
+        running.wait(lambda: poller.polls >= held + 2, "two held polls answered", timeout=10)
+        assert poller.failures == 0
+        fake.enqueue(fake.sign(Subject.opaque("after-hold"), SessionRevoked(), jti="after-hold"))
+        running.wait(lambda: "after-hold" in fake.acked, "the SET delivered by a held poll acked")
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The poll loop's pauses, recorded (and not slept)."""
+    waits: list[float] = []
+
+    async def record(stop: asyncio.Event, seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr("receiver.poll._sleep", record)
+    return waits
+
+
+async def _run_script(poller: Poller, client: ScriptedClient, requests: int) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    for _ in range(500):
+        if len(client.requests) >= requests:
+            break
+        await asyncio.sleep(0)
+    stop.set()
+    await task
+
+
+async def test_errors_back_off_exponentially_with_jitter_and_retry_after_wins(
+    tmp_path: Path, sleeps: list[float]
+) -> None:
+    settings = ReceiverSettings(database_url="memory", backoff_base=1.0, backoff_max=8.0, poll_interval=0)
+    rcv = Receiver(settings, store=MemoryStore())
+    down = [TransmitterError("down", status=503) for _ in range(6)]
+    client = ScriptedClient([*down, TransmitterError("busy", status=429, retry_after=30), {"sets": {}}])
+    poller = Poller(rcv, client, "https://tx.example/poll")  # type: ignore[arg-type]
+    await _run_script(poller, client, 8)
+    # Each pause lies in [delay/2, delay] for a delay doubling from the base up to the cap.
+    for wait, delay in zip(sleeps[:6], [1, 2, 4, 8, 8, 8], strict=True):
+        assert delay / 2 <= wait <= delay
+    assert len({round(w, 6) for w in sleeps[3:6]}) > 1  # jittered, not one fixed value
+    assert sleeps[6] == 30  # the transmitter's Retry-After, not the backoff
+
+
+async def test_more_available_asks_again_at_once_and_an_empty_answer_pauses(
+    tmp_path: Path, sleeps: list[float]
+) -> None:
+    settings = ReceiverSettings(database_url="memory", poll_interval=7.0, poll_return_immediately=True)
+    rcv = Receiver(settings, store=MemoryStore())
+    key = generate_signing_key("ES256", kid="k")
+    rcv.configure(ISS, PublicKeys.from_key_set(KeySet([key])), audience=AUD)
+    client = ScriptedClient(
+        [
+            {"sets": {"m1": _set(key, "m1")}, "moreAvailable": True},
+            {"sets": {}, "moreAvailable": True},  # nothing this time, but more to come: no pause
+            {"sets": {}},
+            {"sets": {}},
+        ]
+    )
+    paused_before: list[int] = []
+    scripted_poll = client.poll
+
+    async def poll(url: str, request: PollRequest, *, timeout: float) -> dict[str, Any]:
+        paused_before.append(len(sleeps))
+        return await scripted_poll(url, request, timeout=timeout)
+
+    client.poll = poll  # type: ignore[method-assign]
+    poller = Poller(rcv, client, "https://tx.example/poll")  # type: ignore[arg-type]
+    await _run_script(poller, client, 4)
+    assert paused_before[:4] == [0, 0, 0, 1]  # the first pause follows the first empty answer
+    assert sleeps[0] == 7.0
+    assert client.requests[1].ack == ["m1"]
