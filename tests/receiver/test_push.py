@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -317,7 +318,7 @@ def test_the_configured_validation_settings_hold_on_the_wire(fake: FakeTransmitt
             assert resp.json()["err"] == "invalid_request", name
         assert "o:s-raw" in rcv.receiver.state.cutoffs  # the one accepted SET
     (tmp_path / "rs").mkdir()
-    strict = {"verify_on_start": False, "set_algorithms": ["RS256", "PS256"]}
+    strict: dict[str, Any] = {"verify_on_start": False, "set_algorithms": ["RS256", "PS256"]}
     with run_receiver(fake, tmp_path / "rs", **strict) as rcv:
         rcv.wait(lambda: rcv.receiver.verifier is not None, "ready")
         resp = rcv.push(_raw_set(fake, {"sub_id": {"format": "opaque", "id": "s-es256"}}))
