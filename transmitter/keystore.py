@@ -1,11 +1,14 @@
 """Signing keys in the database (private parts encrypted), rotation with overlap.
 
 SETs are signed with the newest active key; retired keys stay in the JWKS for
-``key_overlap_seconds`` so SETs still queued or in flight keep verifying.
+``key_overlap_seconds``, and longer while a SET they signed is still waiting in the outbox (a
+paused stream, or a poll receiver that has not acknowledged it), so every SET keeps verifying.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import threading
 import time
@@ -15,7 +18,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 
 from ssf.keys import KeySet, SigningKey, generate_signing_key, load_signing_key
-from transmitter.db import begin, key_t
+from transmitter.db import PENDING, begin, key_t, outbox_t, stream_t
 from transmitter.secrets_box import SecretBox
 from transmitter.settings import TransmitterSettings
 
@@ -97,16 +100,52 @@ class KeyStore:
         return new
 
     def prune(self) -> list[str]:
-        """Drop keys retired longer ago than the overlap; returns their kids."""
+        """Drop keys retired longer ago than the overlap whose SETs are all delivered, refused
+        or expired; returns their kids."""
         cutoff = int(time.time()) - self._settings.key_overlap_seconds
         with begin(self._engine) as conn:
-            gone = [
-                r[0]
+            due = {
+                r.kid: r.retired_at
                 for r in conn.execute(
-                    select(key_t.c.kid).where(key_t.c.retired_at.is_not(None), key_t.c.retired_at <= cutoff)
+                    select(key_t.c.kid, key_t.c.retired_at).where(
+                        key_t.c.retired_at.is_not(None), key_t.c.retired_at <= cutoff
+                    )
                 )
-            ]
+            }
+            gone = sorted(set(due) - self._still_signing(conn, due)) if due else []
             if gone:
                 conn.execute(delete(key_t).where(key_t.c.kid.in_(gone)))
         self.reload()
         return gone
+
+    def _still_signing(self, conn: Any, due: dict[str, int]) -> set[str]:
+        """The kids in ``due`` that signed a SET still pending. Only SETs made before the last
+        of them was retired (plus the time other instances take to reload their keys) can
+        hold one; the stream_id condition reads the pending rows off the delivery-order index."""
+        horizon = max(due.values()) + 1 + 2 * self._settings.maintenance_interval
+        rows = conn.execute(
+            select(outbox_t.c.token).where(
+                outbox_t.c.stream_id.in_(select(stream_t.c.stream_id)),
+                outbox_t.c.state == PENDING,
+                outbox_t.c.created_at < horizon,
+            )
+        )
+        held: set[str] = set()
+        for (token,) in rows:
+            kid = _kid(token)
+            if kid in due:
+                held.add(kid)
+                if len(held) == len(due):
+                    break
+        rows.close()
+        return held
+
+
+def _kid(token: str) -> str | None:
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None

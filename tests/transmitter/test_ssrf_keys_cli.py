@@ -136,6 +136,10 @@ def test_rotation_keeps_old_key_for_overlap(server: Server) -> None:
     verifier = SETVerifier(issuer=server.url, keys=PublicKeys.from_jwks(jwks))
     assert all(verifier.verify(t) for t in sets)  # SETs in flight keep verifying
     server.tx.settings.key_overlap_seconds = 0
+    # past the overlap, but a SET it signed is still waiting for its acknowledgement
+    assert server.tx.keys.prune() == []
+    assert {k["kid"] for k in server.http.get(server.url + "/jwks.json").json()["keys"]} == {old_kid, new.kid}
+    server.poll(rx, s, ack=[decode_unverified(sets[0])[1]["jti"]])
     assert server.tx.keys.prune() == [old_kid]
     assert [k["kid"] for k in server.http.get(server.url + "/jwks.json").json()["keys"]] == [new.kid]
 
