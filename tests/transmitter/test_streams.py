@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ssf.subjects import Subject
 from tests.transmitter.conftest import CREDENTIAL_CHANGE, SESSION_REVOKED, Server, ServerFactory
 from transmitter.db import stream_t
 
@@ -71,7 +72,52 @@ def test_other_clients_get_404_never_data(server: Server) -> None:
         headers={"Authorization": f"Bearer {mallory}"},
     )
     assert r.status_code == 404
-    assert server.req("GET", "/ssf/streams", alice, params={"stream_id": sid}).status_code == 200
+    subject = {"format": "email", "email": "a@example.com"}
+    for method, path, body in (
+        ("PUT", "/ssf/streams", {"stream_id": sid, "description": "x"}),
+        ("POST", "/ssf/status", {"stream_id": sid, "status": "disabled"}),
+        ("POST", "/ssf/subjects:add", {"stream_id": sid, "subject": subject}),
+        ("POST", "/ssf/subjects:remove", {"stream_id": sid, "subject": subject}),
+    ):
+        r = server.req(method, path, mallory, json=body)
+        assert r.status_code == 404 and sid not in r.text, (method, path, r.text)
+    assert server.req("GET", "/ssf/streams", alice, params={"stream_id": sid}).json() == s  # untouched
+    status = server.req("GET", "/ssf/status", alice, params={"stream_id": sid}).json()
+    assert status == {"stream_id": sid, "status": "enabled"}
+    assert list(server.tx.publish(Subject.email("a@example.com"), {SESSION_REVOKED: {}})) == [sid]
+
+
+def test_every_management_response_is_no_store(server: Server) -> None:
+    """SSF §8.1.1 responses carry stream configuration: ``Cache-Control: no-store`` on every
+    answer of the management API and poll, successes and errors alike."""
+    tok, reader = server.client(), server.client(scopes=["ssf.read"])
+    s = server.create(tok, SUITE_BODY)
+    sid = s["stream_id"]
+    subject = {"format": "email", "email": "a@example.com"}
+    calls: list[tuple[str, str, str | None, dict[str, Any]]] = [
+        ("GET", "/ssf/streams", tok, {}),
+        ("GET", "/ssf/streams", tok, {"params": {"stream_id": sid}}),
+        ("PATCH", "/ssf/streams", tok, {"json": {"stream_id": sid, "description": "p"}}),
+        ("PUT", "/ssf/streams", tok, {"json": {"stream_id": sid, **SUITE_BODY}}),
+        ("GET", "/ssf/status", tok, {"params": {"stream_id": sid}}),
+        ("POST", "/ssf/status", tok, {"json": {"stream_id": sid, "status": "enabled"}}),
+        ("POST", "/ssf/subjects:add", tok, {"json": {"stream_id": sid, "subject": subject}}),
+        ("POST", "/ssf/subjects:remove", tok, {"json": {"stream_id": sid, "subject": subject}}),
+        ("POST", "/ssf/verify", tok, {"json": {"stream_id": sid}}),
+        ("POST", f"/ssf/poll/{sid}", tok, {"json": {"returnImmediately": True}}),
+        ("GET", "/ssf/streams", None, {}),  # 401
+        ("POST", "/ssf/streams", reader, {"json": {}}),  # 403
+        ("POST", "/ssf/streams", tok, {"json": {"delivery": "x"}}),  # 400
+        ("GET", "/ssf/status", tok, {"params": {"stream_id": "s_nope"}}),  # 404
+        ("DELETE", "/ssf/streams", tok, {"params": {"stream_id": sid}}),  # 204
+    ]
+    for method, path, token, kw in calls:
+        r = server.req(method, path, token, **kw)
+        assert r.status_code < 500 and r.headers.get("cache-control") == "no-store", (
+            method,
+            path,
+            r.status_code,
+        )
 
 
 def test_stream_limit_answers_409(server_factory: ServerFactory) -> None:
