@@ -214,7 +214,9 @@ class TransmitterClient:
 
     # --- stream configuration (SSF §8.1.1) ------------------------------------------
     async def create(self, body: Mapping[str, Any]) -> StreamConfiguration:
-        resp = await self.request("POST", self._endpoint("configuration_endpoint"), json=_clean(body))
+        # The transmitter assigns the stream_id (SSF §8.1.1.1): a create never names one.
+        fresh = {k: v for k, v in _clean(body).items() if k != "stream_id"}
+        resp = await self.request("POST", self._endpoint("configuration_endpoint"), json=fresh)
         if resp.status_code == 409:
             raise StreamConflict("a stream exists already", status=409)
         if resp.status_code not in (200, 201):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ from receiver.settings import ReceiverSettings
 from receiver.state import is_revoked
 from ssf import uris
 from ssf.events import SessionRevoked
+from ssf.stream import TRANSMITTER_SUPPLIED
 from ssf.subjects import Subject
 from tests.receiver.conftest import receiver_settings, run_receiver
 from tests.receiver.fake import CLIENT_ID, CLIENT_SECRET, FakeTransmitter
@@ -109,6 +111,58 @@ async def test_responses_naming_another_issuer_are_refused(fake: FakeTransmitter
         fake.streams[cfg.stream_id]["iss"] = "https://evil.example"
         with pytest.raises(TransmitterError, match="iss"):
             await client.read(cfg.stream_id)
+
+
+async def test_transmitter_supplied_properties_are_never_sent(fake: FakeTransmitter) -> None:
+    """A configuration read back (iss, aud, events_supported, events_delivered, stream_id …) can
+    be handed to create, PATCH and PUT: none of those goes out (the fake answers 400 if one
+    does), but a PATCH and PUT name the stream."""
+    async with httpx.AsyncClient() as http:
+        client = await _client(fake, http)
+        desired = desired_config(
+            events=[SessionRevoked.event_type],
+            delivery="poll",
+            push_url=None,
+            push_authorization=None,
+            description="t",
+        )
+        full = (await client.create(desired)).to_json()
+        sid = full["stream_id"]
+        assert {"iss", "aud", "events_supported", "events_delivered"} <= set(full)
+        assert (await client.update(sid, {**full, "description": "patched"})) is not None
+        assert (await client.replace(sid, {**full, "description": "put"})) is not None
+        await client.delete(sid)
+        again = await client.create(full)
+        assert again.stream_id != sid
+        sent = [(m, b) for m, _, b in fake.requests if m in ("POST", "PATCH", "PUT")]
+        assert [m for m, _ in sent] == ["POST", "PATCH", "PUT", "POST"]
+        for method, body in sent:
+            assert not set(body) & (TRANSMITTER_SUPPLIED - {"stream_id"}), method
+            assert ("stream_id" in body) == (method != "POST"), method
+
+
+async def test_every_configuration_answer_naming_another_issuer_is_refused(
+    fake: FakeTransmitter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with httpx.AsyncClient() as http:
+        client = await _client(fake, http)
+        sid = (await client.create({"events_requested": [], "delivery": {"method": uris.POLL}})).stream_id
+        made = fake._config
+
+        def evil(stream_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+            return {**made(stream_id, body), "iss": "https://evil.example"}
+
+        monkeypatch.setattr(fake, "_config", evil)
+        with pytest.raises(TransmitterError, match="iss"):
+            await client.update(sid, {"description": "x"})
+        with pytest.raises(TransmitterError, match="iss"):
+            await client.replace(sid, {"events_requested": [], "delivery": {"method": uris.POLL}})
+        for call in (client.read(sid), client.list()):
+            with pytest.raises(TransmitterError, match="iss"):
+                await call
+        fake.streams.clear()
+        with pytest.raises(TransmitterError, match="iss"):
+            await client.create({"events_requested": [], "delivery": {"method": uris.POLL}})
 
 
 async def test_token_is_renewed_before_expiry_and_after_a_401(
