@@ -39,6 +39,7 @@ from ssf._jws import (
 from ssf.errors import (
     AuthenticationFailed,
     InvalidAudience,
+    InvalidEvent,
     InvalidIssuer,
     InvalidKey,
     InvalidRequest,
@@ -47,7 +48,7 @@ from ssf.errors import (
     SETTooLarge,
 )
 from ssf.events.base import Event
-from ssf.events.registry import is_standard, parse_event
+from ssf.events.registry import EVENT_MODELS, is_standard, parse_event
 from ssf.keys import AnyKey, PublicKeys, SigningKey
 from ssf.subjects import Subject, parse_subject
 
@@ -93,14 +94,24 @@ class SecurityEventToken:
         event: Event,
         event_type: str | None = None,
         txn: str | None = None,
+        toe: int | float | None = None,
         jti: str | None = None,
         iat: int | None = None,
     ) -> SecurityEventToken:
-        """A new SET: fresh ``jti``, ``iat`` now (never ahead of real time)."""
+        """A new SET: fresh ``jti``, ``iat`` now (never ahead of real time). The event's
+        subject-format rule (RISC §2.5/2.6) holds on output as it does on input."""
         audience = aud if isinstance(aud, str) else tuple(aud)
         etype = event_type or event.event_type
         if not etype:
             raise InvalidRequest("an event type URI is required")
+        model = EVENT_MODELS.get(etype)
+        if model is not None and type(event) is not model:  # a registered type has one model
+            raise InvalidEvent(f"a {type(event).__name__} payload cannot go out as '{etype}'")
+        if toe is not None and not _is_number(toe):
+            raise InvalidRequest("'toe' must be a finite NumericDate")
+        allowed = type(event).subject_formats
+        if allowed is not None and sub_id.format not in allowed:
+            raise InvalidSubject(f"event '{etype}' needs a subject of format {sorted(allowed)}")
         issued = int(time.time()) if iat is None else iat
         jti = jti or _new_jti()
         if cls is not SecurityEventToken:  # a subclass may define its own __init__
@@ -113,8 +124,9 @@ class SecurityEventToken:
                 event_type=etype,
                 event=event,
                 txn=txn,
+                toe=toe,
             )
-        return _token(iss, jti, issued, audience, sub_id, etype, event, txn, None, {})
+        return _token(iss, jti, issued, audience, sub_id, etype, event, txn, toe, {})
 
     @property
     def audiences(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ ISS = "https://tr.example.com"
 AUD = "https://rx.example.com"
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 CREDENTIAL_CHANGE = "https://schemas.openid.net/secevent/caep/event-type/credential-change"
+IDENTIFIER_CHANGED = "https://schemas.openid.net/secevent/risc/event-type/identifier-changed"
 EMAIL = '{"format":"email","email":"ada@example.com"}'
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
@@ -129,6 +130,7 @@ def test_set_sign_takes_a_pem_key_and_several_audiences(tmp_path: Path) -> None:
         (CREDENTIAL_CHANGE, '{"credential_type":"password"}', EMAIL, "change_type"),
         (CREDENTIAL_CHANGE, "{not json", EMAIL, "Expecting property name"),
         (SESSION_REVOKED, "{}", '{"format":"email","email":"no-at-sign"}', "addr-spec"),
+        (IDENTIFIER_CHANGED, "{}", '{"format":"opaque","id":"x"}', "needs a subject of format"),
     ],
 )
 def test_set_sign_refuses_what_it_cannot_sign_and_says_why(

@@ -20,6 +20,7 @@ from ssf.errors import (
     SETTooLarge,
 )
 from ssf.events import CredentialChange, GenericEvent, SessionRevoked, Verification
+from ssf.events.risc import IdentifierChanged, IdentifierRecycled
 from ssf.keys import KeySet, PublicKeys, SigningKey, generate_signing_key
 from ssf.set import (
     DEFAULT_ALGORITHMS,
@@ -83,6 +84,38 @@ def test_create_needs_an_event_type() -> None:
         iss=ISSUER, aud=AUDIENCE, sub_id=Subject.opaque("s"), event=GenericEvent(a=1), event_type="urn:x:y"
     )
     assert token.claims()["events"] == {"urn:x:y": {"a": 1}}
+
+
+def test_create_holds_the_event_subject_format_rule_on_output() -> None:
+    """RISC §2.5/2.6: identifier-changed/-recycled name the (old) email or phone, also when we
+    build them, not only when we decode them."""
+    for event in (IdentifierChanged(**{"new-value": "new@example.com"}), IdentifierRecycled()):
+        with pytest.raises(InvalidSubject, match="email"):
+            _token(event=event, sub_id=Subject.opaque("user-7"))
+        assert _token(event=event).sub_id.format == "email"
+        wrapped = Subject.complex(user=Subject.email("u@example.com"))  # not a bare identifier
+        with pytest.raises(InvalidSubject):
+            _token(event=event, sub_id=wrapped)
+
+
+def test_create_refuses_a_payload_under_another_registered_event_type() -> None:
+    with pytest.raises(InvalidEvent, match="SessionRevoked"):
+        _token(event=SessionRevoked(), event_type=CredentialChange.event_type)
+    with pytest.raises(InvalidEvent, match="GenericEvent"):  # unvalidated members under a known URI
+        _token(event=GenericEvent(credential_type="pin"), event_type=CredentialChange.event_type)
+    assert _token(event=SessionRevoked(), event_type="urn:vendor:custom").event_type == "urn:vendor:custom"
+    assert _token(event=SessionRevoked(), event_type=SessionRevoked.event_type).event_type == (
+        SessionRevoked.event_type
+    )
+
+
+def test_create_takes_toe_and_refuses_a_non_finite_one() -> None:
+    token = _token(toe=NOW - 5)
+    assert token.toe == NOW - 5 and json.loads(token.claims_json())["toe"] == NOW - 5
+    assert parse_claims(token.claims()).toe == NOW - 5
+    for bad in (float("nan"), float("inf"), True, "yesterday"):
+        with pytest.raises(InvalidRequest, match="toe"):
+            _token(toe=bad)
 
 
 def test_claims_are_ssf_1_0_with_one_event_and_no_sub_or_exp() -> None:
