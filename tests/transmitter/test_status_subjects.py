@@ -209,6 +209,7 @@ def test_verification_push_and_rate_limit(server_factory: ServerFactory, sink: S
             },
         )
         assert s["min_verification_interval"] == 30
+        asked = time.time()
         assert (
             server.req(
                 "POST", "/ssf/verify", rx, json={"stream_id": s["stream_id"], "state": "abc"}
@@ -216,6 +217,7 @@ def test_verification_push_and_rate_limit(server_factory: ServerFactory, sink: S
             == 204
         )
         (push,) = sink.wait_for(1)
+        assert push.at - asked < 1.0  # delivered within one second of the request
         tok = server.verifier().verify(push.body)
         assert tok.event.payload() == {"state": "abc"}
         assert push.headers["authorization"] == "Bearer push_token_x"
@@ -258,3 +260,62 @@ def test_finished_outbox_rows_are_purged(server_factory: ServerFactory) -> None:
         server.poll(rx, s, ack=[jti])
         assert server.poll(rx, s, ack=[jti]) == {"sets": {}}
         wait_until(lambda: server.tx.outbox_counts(s["stream_id"]) == {})
+
+
+def test_paused_retention_by_age(server_factory: ServerFactory) -> None:
+    """PAUSED_RETENTION_SECONDS: held SETs older than it expire; younger ones and the
+    stream-updated notice of a transmitter-initiated pause are kept."""
+    with server_factory(paused_retention_seconds=1, maintenance_interval=0.2) as server:
+        rx = server.client()
+        s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+        sid = s["stream_id"]
+        server.tx.set_status(sid, "paused", "operator")
+        old = server.tx.publish(ALICE, {SESSION_REVOKED: {}})[sid]
+        wait_until(lambda: server.tx.outbox_counts(sid).get("expired") == 1)
+        young = server.tx.publish(BOB, {SESSION_REVOKED: {}})[sid]
+        server.req("POST", "/ssf/status", rx, json={"stream_id": sid, "status": "enabled"})
+        got = decode_all(server, server.poll(rx, s)["sets"])
+        assert [t.event_type for t in got] == [uris.STREAM_UPDATED, SESSION_REVOKED]
+        assert got[1].jti == young and old not in {t.jti for t in got}
+
+
+def test_inactivity_disables_with_notice_and_management_calls_reset_the_timer(
+    server_factory: ServerFactory, sink: Sink
+) -> None:
+    """SSF §8.1.1: for a push stream any management call naming it restarts the timer;
+    INACTIVITY_ACTION=disabled drops what is held and still sends the stream-updated event."""
+    with server_factory(
+        inactivity_timeout=1, inactivity_action="disabled", maintenance_interval=0.2
+    ) as server:
+        rx = server.client()
+        push = {"method": "urn:ietf:rfc:8935", "endpoint_url": sink.url}
+        busy = server.create(rx, {"events_requested": [SESSION_REVOKED], "delivery": push})
+        idle = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+        server.tx.set_status(idle["stream_id"], "paused", "held")  # its SETs wait
+        held = server.tx.publish(ALICE, {SESSION_REVOKED: {}})[idle["stream_id"]]
+        server.tx.set_status(idle["stream_id"], "enabled")
+        calls = [
+            ("GET", "/ssf/status", {"params": {"stream_id": busy["stream_id"]}}),
+            (
+                "POST",
+                "/ssf/subjects:add",
+                {"json": {"stream_id": busy["stream_id"], "subject": BOB.to_dict()}},
+            ),
+            ("GET", "/ssf/streams", {"params": {"stream_id": busy["stream_id"]}}),
+        ]
+        deadline = time.monotonic() + 2.5
+        i = 0
+        while time.monotonic() < deadline:
+            method, path, kw = calls[i % len(calls)]
+            assert server.req(method, path, rx, **kw).status_code == 200
+            i += 1
+            time.sleep(0.2)
+        assert server.tx.stream(busy["stream_id"]).status == "enabled"
+        assert server.tx.stream(idle["stream_id"]).status == "disabled"
+        sets = server.poll(rx, idle, ack=[])["sets"]
+        got = decode_all(server, sets)
+        assert [t.event.payload() for t in got if t.event_type == uris.STREAM_UPDATED][-1] == {
+            "status": "disabled",
+            "reason": "inactivity timeout",
+        }
+        assert held not in sets  # a disabled stream keeps nothing
