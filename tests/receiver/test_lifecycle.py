@@ -23,7 +23,7 @@ from receiver.reconcile import desired_config, reconcile
 from receiver.settings import ReceiverSettings
 from receiver.state import is_revoked
 from ssf import uris
-from ssf.events import SessionRevoked
+from ssf.events import CredentialChange, SessionRevoked
 from ssf.stream import TRANSMITTER_SUPPLIED
 from ssf.subjects import Subject
 from tests.receiver.conftest import receiver_settings, run_receiver
@@ -263,6 +263,27 @@ def test_restart_reuses_the_stored_stream(fake: FakeTransmitter, tmp_path: Path)
         # The generated push credential was kept, so the stream needed no update: one read.
         assert rcv.receiver.push_authorization == credential
         assert [m for m, _, _ in fake.requests[n:]] == ["GET"]
+
+
+def test_a_restart_makes_changed_settings_true_and_verifies_afresh(
+    fake: FakeTransmitter, tmp_path: Path
+) -> None:
+    """Events and push endpoint changed between two starts: the same stream is updated to
+    them, and each start asks for verification with a state of its own."""
+    with run_receiver(fake, tmp_path, events=[SessionRevoked.event_type]) as rcv:
+        rcv.wait(lambda: bool(rcv.receiver.verified_states), "first verification")
+        first, first_state = rcv.receiver.stream_id, fake.verifications[-1]
+    n = len(fake.requests)
+    events = sorted([SessionRevoked.event_type, CredentialChange.event_type])
+    with run_receiver(fake, tmp_path, events=events) as rcv:  # another port: another push URL
+        rcv.wait(lambda: bool(rcv.receiver.verified_states), "second verification")
+        assert rcv.receiver.stream_id == first and len(fake.streams) == 1
+        (stream,) = fake.streams.values()
+        assert sorted(stream["events_requested"]) == events
+        assert stream["delivery"]["endpoint_url"] == f"{rcv.url}/ssf/push"
+        assert [m for m, _, _ in fake.requests[n:]][:2] == ["GET", "PATCH"]
+        second_state = fake.verifications[-1]
+        assert second_state != first_state and list(rcv.receiver.verified_states) == [second_state]
 
 
 async def test_startup_fails_cleanly_without_a_transmitter(tmp_path: Path) -> None:
