@@ -139,17 +139,23 @@ def test_external_authorization_server_tokens(tmp_path: Path, db_config: dict[st
     jwks = {"keys": [key.as_dict(private=False) | {"kid": "as1", "alg": "RS256", "use": "sig"}]}
     as_app = Starlette(routes=[Route("/jwks", lambda _r: JSONResponse(jwks))])
 
-    def token(aud: str = "ssf-api", scope: str = "ssf.manage", exp: int = 600) -> str:
+    def token(
+        aud: str = "ssf-api",
+        scope: str = "ssf.manage",
+        exp: int = 600,
+        iss: str = "https://as.example",
+        signer: RSAKey = key,
+    ) -> str:
         now = int(time.time())
         claims = {
-            "iss": "https://as.example",
+            "iss": iss,
             "aud": aud,
             "client_id": "ext-rx",
             "scope": scope,
             "iat": now,
             "exp": now + exp,
         }
-        return jwt.encode({"alg": "RS256", "kid": "as1"}, claims, key)
+        return jwt.encode({"alg": "RS256", "kid": "as1"}, claims, signer)
 
     with serve(as_app) as as_url:
         port = free_port()
@@ -169,6 +175,10 @@ def test_external_authorization_server_tokens(tmp_path: Path, db_config: dict[st
             assert srv.req("GET", "/ssf/streams", token(aud="other")).status_code == 401
             assert srv.req("GET", "/ssf/streams", token(exp=-10)).status_code == 401
             assert srv.req("POST", "/ssf/streams", token(scope="ssf.read"), json={}).status_code == 403
+            assert srv.req("GET", "/ssf/streams", token(iss="https://evil.example")).status_code == 401
+            forged = token(signer=RSAKey.generate_key(2048, parameters={"kid": "as1"}))
+            r = srv.req("GET", "/ssf/streams", forged)  # the AS's kid, another key
+            assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
 
 
 @pytest.mark.parametrize(("interval", "rotated_ok"), [(0.0, True), (3600.0, False)])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -29,6 +31,7 @@ from tests.transmitter.conftest import (
     wait_until,
 )
 from transmitter.auth import Principal
+from transmitter.db import outbox_t
 
 PUSH = "urn:ietf:rfc:8935"
 
@@ -83,6 +86,12 @@ def test_400_is_recorded_and_not_retried(server: Server, sink: Sink) -> None:
     sink.wait_for(3)
     wait_until(lambda: server.tx.outbox_counts(s["stream_id"]) == {"rejected": 1, "delivered": 2})
     assert [server.verifier().verify(p.body).jti for p in sink.pushes] == jtis  # never re-sent
+    with server.tx.engine.connect() as conn:
+        recorded = conn.execute(
+            select(outbox_t.c.jti, outbox_t.c.last_error).where(outbox_t.c.state == "rejected")
+        ).one()
+    assert recorded.jti == jtis[0]
+    assert json.loads(recorded.last_error) == {"status": 400, "err": "invalid_audience", "description": "no"}
 
 
 def test_5xx_and_transport_errors_retry_in_order(server: Server, sink: Sink) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import select
@@ -236,6 +237,17 @@ def test_oversized_body_is_413(server: Server) -> None:
     big = {"description": "x" * (server.tx.settings.max_body_bytes + 10)}
     r = server.req("POST", "/ssf/streams", tok, json=big)
     assert r.status_code == 413 and r.json()["err"] == "invalid_request"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+        yield b'{"description": "'
+        for _ in range(server.tx.settings.max_body_bytes // 1024 + 1):
+            yield b"x" * 1024
+        yield b'"}'
+
+    both = server.client(scopes=["ssf.manage", "ssf.publish"])
+    for path in ("/ssf/streams", "/events"):
+        r = server.req("POST", path, both, content=chunks(), headers={"Content-Type": "application/json"})
+        assert "content-length" not in r.request.headers and r.status_code == 413, r.text
 
 
 def test_push_authorization_header_is_masked_and_encrypted(server: Server, sink: Any) -> None:
