@@ -1,19 +1,29 @@
-"""`ssf receiver status` reads the stored stream and state."""
+"""`ssf receiver status` reads the stored stream and state; `ssf receiver serve` runs the chain."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from receiver.cli import app
 from receiver.state import CUTOFF, Mutation, RevocationState
 from receiver.store import SQLStore, WriteBatch
+from ssf.events import SessionRevoked
 from ssf.subjects import Subject
+from tests.receiver.fake import AUDIENCE, CLIENT_ID, CLIENT_SECRET, FakeTransmitter
+from tests.support.services import free_port
 
 
 def test_status_prints_stream_and_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,3 +66,81 @@ def test_serve_command_is_mounted_under_ssf() -> None:
     assert result.exit_code == 0
     for option in ("--host", "--port", "--no-demo"):
         assert option in result.output
+
+
+@contextlib.contextmanager
+def _serving(fake: FakeTransmitter, tmp_path: Path, *args: str) -> Iterator[str]:
+    """``ssf receiver serve`` as its own process, configured by environment as an operator
+    would; yields its base URL once it reports ready, and stops it by its pid."""
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "SSF_LOG_FORMAT": "text",
+        "SSF_RECEIVER_TRANSMITTER_ISSUER": fake.issuer,
+        "SSF_RECEIVER_DEV_MODE": "true",
+        "SSF_RECEIVER_CLIENT_ID": CLIENT_ID,
+        "SSF_RECEIVER_CLIENT_SECRET": CLIENT_SECRET,
+        "SSF_RECEIVER_PUSH_URL": f"http://127.0.0.1:{port}/ssf/push",
+        "SSF_RECEIVER_PUSH_AUTHORIZATION": "Bearer cli-push",
+        "SSF_RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
+        "SSF_RECEIVER_TOKEN_ISSUER": fake.base + "/as",
+        "SSF_RECEIVER_TOKEN_JWKS_URL": fake.base + "/as/jwks",
+        "SSF_RECEIVER_TOKEN_AUDIENCE": AUDIENCE,
+        "SSF_RECEIVER_STARTUP_TIMEOUT": "10",
+    }
+    ssf = str(Path(sys.executable).parent / "ssf")
+    proc = subprocess.Popen(
+        [ssf, "receiver", "serve", "--port", str(port), *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (proc.stdout.read() if proc.stdout else "")[-2000:]
+            try:
+                if httpx.get(url + "/health", timeout=1).json().get("verified"):
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            assert time.monotonic() < deadline, "ssf receiver serve did not get ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        assert "Traceback" not in out, out[-3000:]
+
+
+def test_serve_runs_the_whole_chain_with_the_protected_demo(fake: FakeTransmitter, tmp_path: Path) -> None:
+    with _serving(fake, tmp_path) as url, httpx.Client(base_url=url, timeout=10) as http:
+        token = fake.mint("cli-user", sid="cli-sid")
+        who = http.get("/protected/whoami", headers={"Authorization": f"Bearer {token}"})
+        assert who.status_code == 200 and (who.json()["sub"], who.json()["sid"]) == ("cli-user", "cli-sid")
+        assert http.get("/protected/whoami").status_code == 401
+        revocation = fake.sign(Subject.opaque("cli-sid"), SessionRevoked())
+        headers = {"Content-Type": "application/secevent+jwt", "Authorization": "Bearer cli-push"}
+        assert http.post("/ssf/push", content=revocation, headers=headers).status_code == 202
+        refused = http.get("/protected/whoami", headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["www-authenticate"]
+        assert (
+            http.post("/ssf/push", content=revocation, headers={**headers, "Authorization": "x"}).status_code
+            == 401
+        )
+
+
+def test_serve_without_the_demo_has_no_protected_route(fake: FakeTransmitter, tmp_path: Path) -> None:
+    with _serving(fake, tmp_path, "--no-demo") as url:
+        token = fake.mint("cli-user")
+        assert (
+            httpx.get(url + "/protected/whoami", headers={"Authorization": f"Bearer {token}"}).status_code
+            == 404
+        )
