@@ -306,6 +306,32 @@ def test_introspection_tokens(fake: FakeTransmitter, tmp_path: Path) -> None:
         assert rcv.whoami(token).status_code == 401
 
 
+def test_introspection_answers_are_kept_for_their_ttl_only(fake: FakeTransmitter, tmp_path: Path) -> None:
+    """An active answer is reused for INTROSPECTION_TTL, an inactive one for the negative TTL;
+    past them the AS is asked again and its new answer holds."""
+    with run_receiver(
+        fake,
+        tmp_path,
+        token_jwks_url=None,
+        verify_on_start=False,
+        introspection_url=fake.base + "/as/introspect",
+        introspection_client_id="rs",
+        introspection_client_secret="rs-secret",
+        introspection_ttl=0.6,
+        introspection_negative_ttl=0.4,
+    ) as rcv:
+        token = fake.opaque_token("tina")
+        assert rcv.whoami(token).status_code == 200
+        fake.introspected[token]["active"] = False  # revoked at the AS, no event sent
+        assert rcv.whoami(token).status_code == 200 and fake.introspection_calls == 1
+        time.sleep(0.7)
+        assert rcv.whoami(token).status_code == 401 and fake.introspection_calls == 2
+        assert rcv.whoami(token).status_code == 401 and fake.introspection_calls == 2  # negative cache
+        fake.introspected[token]["active"] = True
+        time.sleep(0.5)
+        assert rcv.whoami(token).status_code == 200 and fake.introspection_calls == 3
+
+
 def test_websocket_handshakes_are_judged_too(rcv: Running) -> None:
     from starlette.applications import Starlette
     from starlette.routing import WebSocketRoute
