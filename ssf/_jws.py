@@ -28,7 +28,7 @@ from joserfc.jwa import JWSAlgModel
 from pydantic_core import SchemaValidator, core_schema as cs
 
 from ssf import uris
-from ssf.keys import SIGNING_ALGORITHMS, AnyKey
+from ssf.keys import MIN_RSA_BITS, SIGNING_ALGORITHMS, AnyKey
 
 __all__ = [
     "ALG_MODELS",
@@ -92,6 +92,7 @@ def signer(key: AnyKey, alg: str) -> Sign:
     model.check_key(key)
     private: Any = key.get_op_key("sign")
     if isinstance(private, rsa.RSAPrivateKey):
+        _check_rsa_size(private.key_size)
         pad, digest = model.padding, model.hash_alg()  # type: ignore[attr-defined]
 
         def fn(msg: bytes) -> bytes:
@@ -128,6 +129,7 @@ def verifier(key: AnyKey, alg: str) -> Verify:
     model.check_key(key)
     public: Any = key.get_op_key("verify")
     if isinstance(public, rsa.RSAPublicKey):
+        _check_rsa_size(public.key_size)
         pad, digest = model.padding, model.hash_alg()  # type: ignore[attr-defined]
 
         def fn(msg: bytes, sig: bytes) -> bool:
@@ -168,9 +170,20 @@ def verifier(key: AnyKey, alg: str) -> Verify:
     return _remember(key, alg, "verify", fn)  # type: ignore[no-any-return]
 
 
+def _check_rsa_size(bits: int) -> None:
+    """CAEP interop §2.6: RSA keys of at least 2048 bits, however the key object was made
+    (the loaders refuse smaller ones; a hand-built ``SigningKey`` or ``PublicKeys`` does not).
+    Runs once per key, at preparation."""
+    if bits < MIN_RSA_BITS:
+        raise ValueError(f"RSA keys need at least {MIN_RSA_BITS} bits")
+
+
 @lru_cache(maxsize=1024)
 def header_segment(alg: str, kid: str) -> bytes:
-    """BASE64URL of the SET's JOSE header: constant per signing key, so encoded once."""
+    """BASE64URL of the SET's JOSE header: constant per signing key, so encoded once.
+    Every SET names its key (``kid``), so an empty one is an error."""
+    if not kid or type(kid) is not str:
+        raise ValueError("a SET's header always carries a non-empty 'kid'")
     header = {"alg": alg, "typ": uris.SET_TYP, "kid": kid}
     return b64url_encode(json.dumps(header, separators=(",", ":")).encode())
 

@@ -209,7 +209,7 @@ def sign_set(token: SecurityEventToken, key: SigningKey) -> str:
         signing_input = header_segment(key.alg, key.kid) + b"." + payload
         signature = sign(signing_input)
     except (JoseError, ValueError, TypeError) as exc:
-        raise KeyMaterialError(f"the key cannot sign with {key.alg}") from exc
+        raise KeyMaterialError(f"the key cannot sign with {key.alg}: {exc}") from exc
     return (signing_input + b"." + b64url_encode(signature)).decode("ascii")
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import warnings
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings, strategies as st
-from joserfc.errors import JoseError
-from joserfc.jwk import OctKey
+from joserfc.errors import JoseError, SecurityWarning
+from joserfc.jwk import OctKey, RSAKey
 
 from ssf._jws import (
     ALG_MODELS,
@@ -21,9 +24,13 @@ from ssf._jws import (
     signer,
     verifier,
 )
-from ssf.keys import PublicKeys, generate_signing_key
+from ssf.errors import InvalidKey, KeyMaterialError
+from ssf.events import SessionRevoked
+from ssf.keys import PublicKeys, SigningKey, generate_signing_key
+from ssf.set import SecurityEventToken, SETVerifier, sign_set
+from ssf.subjects import Subject
 
-from .helpers import b64url_json, public_keys, signing_key
+from .helpers import AUDIENCE, ISSUER, NOW, b64url_json, claims, jws_compact, public_keys, signing_key
 
 ALGS = ["RS256", "PS256", "ES256", "EdDSA"]
 MSG = b"eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJ4In0"
@@ -70,6 +77,45 @@ def test_key_that_does_not_fit_the_algorithm_is_refused_at_preparation() -> None
         signer(signing_key("ES256").key, "RS256")
     with pytest.raises(JoseError):
         verifier(signing_key("EdDSA").key, "ES256")
+
+
+def _small_rsa_key() -> RSAKey:
+    """A 1024-bit RSA key, built around the loaders (which refuse it) and joserfc's warning."""
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)
+        return RSAKey.import_key(pem)
+
+
+def test_rsa_keys_under_2048_bits_neither_sign_nor_verify_however_they_were_built() -> None:
+    small = _small_rsa_key()
+    for alg in ("RS256", "PS256"):
+        with pytest.raises(ValueError, match="2048"):
+            signer(small, alg)
+        with pytest.raises(ValueError, match="2048"):
+            verifier(small, alg)
+    token = SecurityEventToken.create(
+        iss=ISSUER, aud=AUDIENCE, sub_id=Subject.opaque("s"), event=SessionRevoked()
+    )
+    with pytest.raises(KeyMaterialError, match="2048"):
+        sign_set(token, SigningKey("small", "RS256", small))
+    check = SETVerifier(issuer=ISSUER, keys=PublicKeys([("small", "RS256", small)]), now=lambda: NOW)
+    with pytest.raises(InvalidKey):  # hand-built PublicKeys: refused when the key is prepared
+        check.verify(
+            jws_compact({"alg": "RS256", "typ": "secevent+jwt", "kid": "small"}, claims(), None) + "AA"
+        )
+
+
+def test_every_set_names_its_key() -> None:
+    with pytest.raises(ValueError, match="kid"):
+        header_segment("ES256", "")
+    token = SecurityEventToken.create(
+        iss=ISSUER, aud=AUDIENCE, sub_id=Subject.opaque("s"), event=SessionRevoked()
+    )
+    with pytest.raises(KeyMaterialError, match="kid"):
+        sign_set(token, SigningKey("", "ES256", signing_key("ES256").key))
 
 
 def test_hmac_goes_through_joserfc() -> None:
