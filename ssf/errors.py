@@ -7,16 +7,17 @@
     │   ├── InvalidRequest           invalid_request: not a parsable SET, or a payload
     │   │   ├── InvalidSubject           that does not match its definition
     │   │   ├── InvalidEvent
-    │   │   └── SETTooLarge
+    │   │   ├── SETTooLarge
+    │   │   └── DuplicateJTI             a different SET reusing a seen jti
     │   ├── InvalidKey               invalid_key: no acceptable key or algorithm
+    │   │   └── (ssf.set.UnknownKeyID)   the kid is not in the JWKS: refresh it, retry once
     │   ├── InvalidIssuer            invalid_issuer
     │   ├── InvalidAudience          invalid_audience
     │   ├── AuthenticationFailed     authentication_failed: signature or push credential failed
     │   ├── AccessDenied             access_denied
-    │   ├── InvalidState             invalid_state (SSF §8.1.4.1): wrong verification state
-    │   └── DuplicateJTI             invalid_request: a different SET reusing a seen jti
+    │   └── InvalidState             invalid_state (SSF §8.1.4.1): wrong verification state
     ├── ModelError                   a management or poll body does not fit its model (400)
-    └── KeyError_                    key material unusable (load / generate)
+    └── KeyMaterialError             key material unusable (load, generate, sign): 500
 
 Every SETError renders the RFC 8935 body ``{"err": ..., "description": ...}``; the
 mapping from class to code lives only here (the ``err`` class attribute).
