@@ -280,6 +280,43 @@ def test_custom_policy_sees_claims_context_and_state(strict_rcv: Running) -> Non
     assert resp.status_code == 403 and 'error="insufficient_scope"' in resp.headers["www-authenticate"]
 
 
+def test_the_policy_sees_the_request_and_the_route_the_principal(
+    fake: FakeTransmitter, tmp_path: Path
+) -> None:
+    seen: list[tuple[dict[str, Any], RequestContext, SubjectState]] = []
+
+    def policy(claims: Mapping[str, Any], ctx: RequestContext, state: SubjectState) -> Decision:
+        seen.append((dict(claims), ctx, state))
+        return (
+            Decision.deny("from a network this session never used") if ctx.header("x-net") == "new" else ALLOW
+        )
+
+    with run_receiver(fake, tmp_path, policy=policy, verify_on_start=False) as rcv:
+        rcv.wait(lambda: rcv.receiver.verifier is not None, "ready")
+        event = DeviceComplianceChange(previous_status="compliant", current_status="not-compliant")
+        subject = Subject.complex(user=_user(rcv, "pol"), device=Subject.opaque("pol-dev"))
+        risk = RiskLevelChange(principal="USER", current_level="MEDIUM")
+        assert rcv.push(fake.sign(_user(rcv, "pol"), risk)).status_code == 202
+        token = fake.mint("pol", sid="pol-s", device_id="pol-ok", team="blue")
+        resp = rcv.whoami(token, **{"User-Agent": "ua-pol", "X-Net": "home"})
+        assert resp.status_code == 200 and resp.json()["sub"] == "pol"  # the principal reached the route
+        claims, ctx, state = seen[-1]
+        assert (claims["sub"], claims["sid"], claims["team"]) == ("pol", "pol-s", "blue")
+        assert (ctx.method, ctx.path, ctx.client, ctx.user_agent) == (
+            "GET",
+            "/protected/whoami",
+            "127.0.0.1",
+            "ua-pol",
+        )
+        assert state.risk_level == "MEDIUM" and state.device_compliant
+        assert rcv.push(fake.sign(subject, event)).status_code == 202
+        on_bad_device = fake.mint("pol", device_id="pol-dev")
+        assert rcv.whoami(on_bad_device).status_code == 200  # compliance is the policy's call
+        assert seen[-1][2].device_compliant is False
+        resp = rcv.whoami(token, **{"X-Net": "new"})
+        assert resp.status_code == 401 and "never used" in resp.json()["error_description"]
+
+
 def test_policy_allow_constant_is_an_allow() -> None:
     assert ALLOW.allow and not Decision.deny("x").allow
 
