@@ -240,7 +240,7 @@ def build_console(tx: Transmitter) -> APIRouter:
         if origin is None:
             return True  # not a browser form post (the CSRF token is still required)
         host = request.headers.get("host", "")
-        return urlsplit(origin).netloc in (host, urlsplit(tx.issuer).netloc)
+        return _netloc(origin) in (host, urlsplit(tx.issuer).netloc)
 
     async def form_of(request: Request) -> dict[str, str]:
         body = await request.body()
@@ -259,7 +259,7 @@ def build_console(tx: Transmitter) -> APIRouter:
         except AuthError as exc:
             return to_login(exc.description)
         form = await form_of(request)
-        if not same_origin(request) or not hmac.compare_digest(form.get("csrf", ""), csrf_for(token or "")):
+        if not same_origin(request) or not _same(form.get("csrf", ""), csrf_for(token or "")):
             return render("login.html", 403, error="the form was not sent from this console (CSRF check)")
         return principal, form
 
@@ -333,11 +333,15 @@ def build_console(tx: Transmitter) -> APIRouter:
         """The notice after an action: only text this console signed (no crafted-link text)."""
         text = request.query_params.get("flash")
         sig = request.query_params.get("sig", "")
-        return text if text and hmac.compare_digest(sig, flash_sig(text)) else None
+        return text if text and _same(sig, flash_sig(text)) else None
 
     def back(request: Request, stream_id: str, flash: str) -> Response:
         referer = request.headers.get("referer", "")
-        target = root + f"/streams/{stream_id}" if urlsplit(referer).path.endswith(stream_id) else root
+        try:
+            from_page = urlsplit(referer).path.endswith(stream_id)
+        except ValueError:  # an unparsable Referer ("http://[::1")
+            from_page = False
+        target = root + f"/streams/{stream_id}" if from_page else root
         query = urlencode({"flash": flash, "sig": flash_sig(flash)})
         return RedirectResponse(f"{target}?{query}", 303, headers=_HEADERS)
 
@@ -373,3 +377,16 @@ def build_console(tx: Transmitter) -> APIRouter:
         return back(request, stream_id, f"verification event {jti} queued for {stream_id}")
 
     return router
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of a client-sent value with ours (hex); ``compare_digest``
+    raises on non-ASCII text, which a client may send."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+
+
+def _netloc(url: str) -> str | None:
+    try:
+        return urlsplit(url).netloc
+    except ValueError:  # an unparsable Origin ("http://[::1") is no origin of ours
+        return None

@@ -104,3 +104,34 @@ def test_nan_and_infinity_are_not_json(server: Server) -> None:
         r = server.req("POST", "/ssf/verify", rx, content='{"stream_id": "x", "state": %s}' % word)  # noqa: UP031
         assert r.status_code == 400 and word.lstrip("-") in r.json()["description"], r.text
     assert server.poll(rx, s) == {"sets": {}}
+
+
+def test_admin_console_odd_input_is_never_a_500(server: Server) -> None:
+    """Non-ASCII CSRF and notice signatures (``hmac.compare_digest`` refuses non-ASCII text)
+    and unparsable Origin or Referer URLs were 500s in the console."""
+    import re
+
+    rx = server.client(scopes=["ssf.read", "ssf.manage"])
+    sid = server.create(rx, {})["stream_id"]
+    auth = {"Authorization": f"Bearer {rx}"}
+    page = server.http.get(f"{server.url}/admin/streams/{sid}", headers=auth)
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+    assert page.status_code == 200 and found is not None
+    csrf = found.group(1)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status_url = f"{server.url}/admin/streams/{sid}/status"
+    answers = [
+        server.http.get(f"{server.url}/admin", params={"flash": "\u00e9", "sig": "\u00e9"}, headers=auth),
+        server.http.post(status_url, content=b"status=paused&csrf=%C3%A9", headers={**auth, **form}),
+        server.http.post(f"{server.url}/admin/login", data={"token": rx}, headers={"Origin": "http://[::1"}),
+        server.http.post(
+            status_url, data={"status": "enabled", "csrf": csrf}, headers={**auth, "Origin": "http://[::1"}
+        ),
+        server.http.post(
+            status_url, data={"status": "paused", "csrf": csrf}, headers={**auth, "Referer": "http://[::1"}
+        ),
+    ]
+    for r in answers:
+        assert r.status_code < 500, (r.request.method, r.request.url, r.status_code)
+    assert [r.status_code for r in answers[1:4]] == [403, 403, 403]
+    assert answers[4].status_code == 303 and server.tx.stream(sid).status == "paused"
