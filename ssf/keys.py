@@ -48,6 +48,9 @@ class SigningKey:
     retired_at: int | None = None
 
     def public_jwk(self) -> dict[str, Any]:
+        """The public half as a JWK. A symmetric key has none: its JWK *is* the secret."""
+        if isinstance(self.key, jwk.OctKey):
+            raise KeyMaterialError("a symmetric key has no public form")
         data = dict(self.key.as_dict(private=False))
         data.update({"kid": self.kid, "alg": self.alg, "use": "sig"})
         return data
@@ -180,8 +183,9 @@ class KeySet:
         return dropped
 
     def jwks(self) -> dict[str, Any]:
-        """The public JWKS: every key that may still verify a SET in flight."""
-        return {"keys": [k.public_jwk() for k in self.keys]}
+        """The public JWKS: every key that may still verify a SET in flight. A symmetric
+        (HMAC) key is shared out of band and never published."""
+        return {"keys": [k.public_jwk() for k in self.keys if not isinstance(k.key, jwk.OctKey)]}
 
     def private_jwks(self) -> dict[str, Any]:
         return {"keys": [k.private_jwk() for k in self.keys]}

@@ -142,6 +142,17 @@ def test_symmetric_key_has_no_pem() -> None:
         key.private_pem()
 
 
+def test_a_symmetric_key_never_reaches_the_public_jwks() -> None:
+    """An HMAC secret is shared out of band; its JWK is the secret itself ("k")."""
+    hmac = SigningKey("h", "HS256", jwk.OctKey.import_key(b"secret-secret-secret-secret-1234"))
+    with pytest.raises(KeyMaterialError):
+        hmac.public_jwk()
+    es = signing_key("ES256")
+    published = KeySet([hmac, es]).jwks()
+    assert [k["kid"] for k in published["keys"]] == [es.kid]
+    assert all("k" not in k for k in published["keys"])  # no secret member anywhere
+
+
 # --- KeySet ------------------------------------------------------------------------------
 
 
