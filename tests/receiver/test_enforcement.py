@@ -12,6 +12,7 @@ from fastapi import Request
 
 from receiver.policy import ALLOW, Decision, DefaultPolicy, RequestContext
 from receiver.state import SubjectState
+from receiver.tokens import CompositeValidator
 from ssf.events import (
     AssuranceLevelChange,
     CredentialChange,
@@ -29,6 +30,7 @@ from ssf.events.risc import (
     IdentifierRecycled,
     SessionsRevoked,
 )
+from ssf.keys import generate_signing_key
 from ssf.subjects import Subject
 from tests.receiver.conftest import Running, run_receiver
 from tests.receiver.fake import FakeTransmitter
@@ -315,6 +317,35 @@ def test_the_policy_sees_the_request_and_the_route_the_principal(
         assert seen[-1][2].device_compliant is False
         resp = rcv.whoami(token, **{"X-Net": "new"})
         assert resp.status_code == 401 and "never used" in resp.json()["error_description"]
+
+
+def test_access_tokens_follow_the_authorization_servers_key_rotation_at_a_bounded_rate(
+    fake: FakeTransmitter, tmp_path: Path
+) -> None:
+    with run_receiver(fake, tmp_path, verify_on_start=False, jwks_min_refresh_interval=1.0) as rcv:
+        rcv.wait(lambda: rcv.receiver.verifier is not None, "ready")
+        validator = rcv.receiver.token_validator
+        assert isinstance(validator, CompositeValidator) and validator.jwt is not None
+        jwks = validator.jwt.jwks
+        real = fake.idp_key
+        junk = []
+        for key in [generate_signing_key("RS256", kid=f"junk-{i}") for i in range(8)]:
+            fake.idp_key = key
+            junk.append(fake.mint("rot"))
+        fake.idp_key = generate_signing_key("RS256", kid=real.kid)  # a known kid, another key
+        forged = fake.mint("rot")
+        fake.idp_key = real
+        assert rcv.whoami(fake.mint("rot")).status_code == 200
+        fetched = jwks.fetches
+        time.sleep(1.1)
+        fake.idp_key = generate_signing_key("RS256", kid="idp-2")  # the AS rotates its key
+        assert rcv.whoami(fake.mint("rot")).status_code == 200  # unknown kid: fetched again
+        assert jwks.fetches == fetched + 1
+        for token in [forged, *junk]:  # refused; the unknown kids within the interval fetch nothing
+            assert rcv.whoami(token).status_code == 401
+        assert jwks.fetches == fetched + 1
+        other_issuer = fake.mint("rot", iss="https://other-as.example")
+        assert rcv.whoami(other_issuer).status_code == 401
 
 
 def test_policy_allow_constant_is_an_allow() -> None:
