@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from ssf import uris
 from ssf.models import SubjectField
@@ -38,14 +47,29 @@ TRANSMITTER_SUPPLIED: Final = frozenset(
 )
 
 
+#: Pre-1.0 RISC delivery-object member names (Google's RISC API still uses them), input only.
+_LEGACY_DELIVERY_MEMBERS: Final = (("delivery_method", "method"), ("url", "endpoint_url"))
+
+
 class Delivery(BaseModel):
-    """``method`` plus its parameters; legacy RISC method URIs are normalised on input."""
+    """``method`` plus its parameters. Legacy RISC method URIs, and the legacy member names
+    ``delivery_method``/``url``, are normalised to SSF 1.0 on input."""
 
     model_config = ConfigDict(extra="allow")
 
     method: StrictStr
     endpoint_url: StrictStr | None = None
     authorization_header: StrictStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_members(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(old in data for old, _ in _LEGACY_DELIVERY_MEMBERS):
+            data = dict(data)
+            for old, new in _LEGACY_DELIVERY_MEMBERS:
+                if old in data:
+                    data.setdefault(new, data.pop(old))  # the 1.0 name wins if both came
+        return data
 
     @field_validator("method")
     @classmethod

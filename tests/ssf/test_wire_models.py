@@ -143,6 +143,30 @@ def test_legacy_delivery_method_is_normalised_on_input() -> None:
     assert Delivery(method="urn:ietf:rfc:8935:push").method == uris.PUSH
 
 
+def test_legacy_risc_delivery_member_names_are_normalised_on_input() -> None:
+    """Google's RISC stream API names the members ``delivery_method`` and ``url``."""
+    legacy = {
+        "delivery_method": "https://schemas.openid.net/secevent/risc/delivery-method/push",
+        "url": "https://receiver.example.com/risc",
+    }
+    request = parse_model(StreamRequest, {"delivery": legacy})
+    assert request.delivery is not None
+    assert request.delivery.model_dump(exclude_none=True) == {
+        "method": uris.PUSH,
+        "endpoint_url": "https://receiver.example.com/risc",
+    }  # and nothing of the legacy names goes out again
+    config = parse_model(StreamConfiguration, {**WIRE["stream_configuration"], "delivery": legacy})
+    assert config.to_json()["delivery"] == {
+        "method": uris.PUSH,
+        "endpoint_url": "https://receiver.example.com/risc",
+    }
+    both = Delivery.model_validate({"method": uris.POLL, "delivery_method": "x", "url": "u"})
+    assert both.method == uris.POLL and both.endpoint_url == "u"  # the 1.0 name wins when both are sent
+    assert both.model_extra == {}
+    with pytest.raises(ModelError):
+        parse_model(StreamRequest, {"delivery": {"url": "https://r"}})  # still needs a method
+
+
 @pytest.mark.parametrize(
     "body",
     [
