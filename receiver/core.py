@@ -34,7 +34,7 @@ from receiver.jwks import JWKSCache, JWKSError
 from receiver.reconcile import desired_config, needs_update, reconcile
 from receiver.settings import ReceiverSettings
 from receiver.state import CUTOFF, Mutation, RevocationState, row_key
-from receiver.store import JtiTracker, MemoryStore, StateStore, WriteBatch, make_store
+from receiver.store import MAX_JTI_CHARS, JtiTracker, MemoryStore, StateStore, WriteBatch, make_store
 from receiver.tokens import (
     AccessTokenValidator,
     CompositeValidator,
@@ -690,8 +690,12 @@ class Receiver:
         return self.store_error is None and bool(getattr(self.store, "connected", True))
 
     def _accept(self, raw: str | bytes, set_: SecurityEventToken, batch: WriteBatch) -> bool:
+        jti = set_.jti
+        if len(jti) > MAX_JTI_CHARS or "\x00" in jti:
+            # Refused alone: in the store it would fail the commit every SET around it shares.
+            raise InvalidRequest(f"'jti' must be at most {MAX_JTI_CHARS} characters, without NUL")
         digest = payload_digest(raw)
-        seen = self.jtis.get(set_.jti)
+        seen = self.jtis.get(jti)
         if seen is not None:
             if hmac.compare_digest(seen, digest):
                 self.stats["duplicate"] += 1
@@ -704,6 +708,9 @@ class Receiver:
             self.stream_status = set_.event.status
         now = time.time()
         mutations = [] if self._discard(set_) else [_at_receipt(m, now) for m in mutations_for(set_)]
+        for m in mutations:
+            if not m.subject.is_complex and "\x00" in row_key(m.subject):
+                raise InvalidRequest("a subject identifier must not hold a NUL character")
         self.jtis.add(set_.jti, digest, now)
         batch.jtis.append((set_.jti, digest, now))
         changed = [m for m in mutations if self.state.apply(m)]

@@ -26,6 +26,7 @@ from sqlalchemy.pool import StaticPool
 from receiver.state import Mutation, RevocationState
 
 __all__ = [
+    "MAX_JTI_CHARS",
     "JtiTracker",
     "MemoryStore",
     "SQLStore",
@@ -184,6 +185,9 @@ class MemoryStore:
         return None
 
 
+#: The longest ``jti`` the stores keep (the jti column's length).
+MAX_JTI_CHARS = 512
+
 _metadata = MetaData()
 subject_table = Table(
     "ssf_receiver_subject",
@@ -195,7 +199,7 @@ subject_table = Table(
 jti_table = Table(
     "ssf_receiver_jti",
     _metadata,
-    Column("jti", String(512), primary_key=True),
+    Column("jti", String(MAX_JTI_CHARS), primary_key=True),
     Column("digest", LargeBinary(32), nullable=False),
     Column("received_at", Float, nullable=False, index=True),
 )

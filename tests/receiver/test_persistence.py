@@ -16,8 +16,11 @@ from receiver.redis_store import RedisStore
 from receiver.settings import ReceiverSettings
 from receiver.state import CUTOFF, DISABLED, Mutation, RevocationState, TokenSubjects, is_revoked
 from receiver.store import JtiTracker, SQLStore, WriteBatch
+from ssf.errors import InvalidRequest
 from ssf.events import DeviceComplianceChange, SessionRevoked
 from ssf.events.risc import AccountDisabled
+from ssf.keys import KeySet, PublicKeys, generate_signing_key
+from ssf.set import SecurityEventToken, sign_set
 from ssf.subjects import Subject
 from tests.receiver.conftest import run_receiver
 from tests.receiver.fake import FakeTransmitter
@@ -213,3 +216,46 @@ async def _reload(store: object) -> RevocationState:
     state = RevocationState()
     await store.load(state, JtiTracker(100))  # type: ignore[attr-defined]
     return state
+
+
+async def test_a_set_the_store_cannot_hold_is_refused_and_never_blocks_the_others(db_url: str) -> None:
+    """A jti past the stored column's length, or a NUL in a jti or a subject identifier (which
+    PostgreSQL text refuses), is refused as that SET's error: it never fails the commit the
+    good SETs around it share, which would answer them 503 and re-deliver the batch forever."""
+    rcv = Receiver(ReceiverSettings(database_url="memory"), store=SQLStore(db_url))
+    await rcv.open()
+    key = generate_signing_key("ES256", kid="k")
+    rcv.configure("https://tx.example", PublicKeys.from_key_set(KeySet([key])), audience="https://rx.example")
+
+    def signed(jti: str, subject: Subject) -> str:
+        token = SecurityEventToken.create(
+            iss="https://tx.example",
+            aud="https://rx.example",
+            sub_id=subject,
+            event=SessionRevoked(),
+            jti=jti,
+        )
+        return sign_set(token, key)
+
+    try:
+        sets = {
+            "good-1": signed("good-1", Subject.opaque("g-1")),
+            "j" * 600: signed("j" * 600, Subject.opaque("long")),
+            "nul\x00jti": signed("nul\x00jti", Subject.opaque("nul-jti")),
+            "nul-subject": signed("nul-subject", Subject.opaque("a\x00b")),
+            "good-2": signed("good-2", Subject.iss_sub("https://as.example", "g-2")),
+        }
+        acks, errs = await rcv.receive_batch(sets)
+        assert acks == ["good-1", "good-2"]
+        assert set(errs) == {"j" * 600, "nul\x00jti", "nul-subject"}
+        assert all(e["err"] == "invalid_request" for e in errs.values())
+        assert "o:a\x00b" not in rcv.state.cutoffs and "o:long" not in rcv.state.cutoffs
+        with pytest.raises(InvalidRequest):
+            await rcv.receive(signed("x" * 513, Subject.opaque("push-long")))
+        assert await rcv.receive(signed("y" * 512, Subject.opaque("push-ok")))  # the longest stored
+        reloaded, jtis = RevocationState(), JtiTracker(10**10)
+        await rcv.store.load(reloaded, jtis)
+        assert {"good-1", "good-2", "y" * 512} <= set(jtis._seen) and len(jtis) == 3
+        assert is_revoked(reloaded.cutoffs["o:g-1"]) and is_revoked(reloaded.cutoffs["o:push-ok"])
+    finally:
+        await rcv.stop()
