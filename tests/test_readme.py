@@ -43,3 +43,21 @@ def test_make_targets_build_their_own_environment() -> None:
         (rule,) = [line for line in makefile.splitlines() if line.startswith(f"{target}:")]
         assert "$(STAMP)" in rule, rule
     assert "-m venv $(VENV)" in makefile and "pip install" in makefile
+
+
+def test_ci_runs_exactly_make_test_and_passes_its_failure_on() -> None:
+    """Issue 2: `.ci/run` runs exactly the README's `make test`; its exit status is CI's."""
+    root = Path(__file__).resolve().parent.parent
+    ci = root / ".ci" / "run"
+    assert ci.stat().st_mode & 0o111, ".ci/run must be executable"
+    script = ci.read_text()
+    commands = [line.strip() for line in script.splitlines() if line.strip() and not line.startswith("#")]
+    assert "set -euo pipefail" in commands
+    assert commands[-1] == "exec make test"  # exec: make's exit status is the script's
+    assert sum("make " in c for c in commands) == 1
+    makefile = (root / "Makefile").read_text()
+    (rule,) = [line for line in makefile.splitlines() if line.startswith("test:")]
+    assert rule.split(":", 1)[1].split() == ["$(STAMP)", "lint", "pytest"]
+    assert "$(BIN)/mypy ssf transmitter receiver conformance ssfcli demo" in makefile
+    assert "$(BIN)/ruff check" in makefile
+    assert "[tool.mypy]\nstrict = true" in (root / "pyproject.toml").read_text()  # mypy --strict
