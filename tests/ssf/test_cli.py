@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
+from importlib.metadata import distribution, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +247,16 @@ def test_set_decode_fetches_a_jwks_url_and_refuses_a_broken_one(tmp_path: Path) 
     assert "could not load the JWKS" in said(
         ssf("set", "decode", compact, "--jwks", str(tmp_path / "absent.json"), code=2)
     )
+
+
+def test_the_distribution_installs_the_ssf_console_script() -> None:
+    """pyproject: one distribution, console script ``ssf`` -> ssfcli.main:main, run as a user would."""
+    (script,) = entry_points(group="console_scripts", name="ssf")
+    assert script.value == "ssfcli.main:main"
+    packages = set((distribution("ssf-stack").read_text("top_level.txt") or "").split())
+    assert {"ssf", "transmitter", "receiver", "conformance", "ssfcli"} <= packages
+    exe = Path(sys.executable).parent / "ssf"
+    done = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    for group in ("keys", "set", "transmitter", "receiver", "conformance"):
+        assert group in done.stdout
