@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from transmitter.db import begin, client_t
 from transmitter.secrets_box import SecretBox
 from transmitter.settings import TransmitterSettings
+from transmitter.streams import storable
 
 __all__ = [
     "ADMIN",
@@ -165,6 +166,8 @@ class Authenticator:
 
     # --- token endpoint -----------------------------------------------------------------
     def authenticate_client(self, client_id: str, secret: str) -> ClientInfo:
+        if not storable(client_id):
+            raise AuthError(401, "invalid_client", "client authentication failed")
         with begin(self._engine) as conn:
             r = conn.execute(select(client_t).where(client_t.c.client_id == client_id)).first()
         if r is None or not self._box.check_client_secret(secret, r.secret_hash):

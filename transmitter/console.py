@@ -36,6 +36,7 @@ from ssf.set import decode_unverified
 from transmitter.auth import ADMIN, MANAGE, AuthError, Principal
 from transmitter.db import DELIVERED, PENDING, begin, outbox_t, stream_t
 from transmitter.service import Transmitter
+from transmitter.streams import storable
 
 __all__ = ["COOKIE", "build_console"]
 
@@ -94,6 +95,8 @@ def _overview(tx: Transmitter, owner: str | None, stream_id: str | None = None) 
     """The streams of ``owner`` (every stream for None), or one of them, with backlog, last
     delivery and last error."""
     now = time.time()
+    if stream_id is not None and not storable(stream_id):
+        return []
     with begin(tx.engine) as conn:
         q = select(stream_t)
         if owner is not None:

@@ -50,7 +50,7 @@ class RateLimiter:
 
 def check_json_depth(value: Any, limit: int) -> None:
     """Raise :class:`ModelError` (400) when ``value`` nests arrays/objects deeper than ``limit``,
-    holds a string that is not Unicode text, or a NaN or infinite number.
+    holds a string that is not Unicode text or holds NUL, or a NaN or infinite number.
 
     JSON may spell a lone surrogate (``"\\ud800"``); Python keeps it in a ``str`` that no UTF-8
     encoder (database driver, SET signer, receiver) accepts. Every request body is walked here
@@ -79,6 +79,9 @@ def check_json_depth(value: Any, limit: int) -> None:
 
 
 def _check_text(text: str) -> None:
+    if "\x00" in text:
+        # Valid JSON, but PostgreSQL text cannot hold it (SQLite can): refused on both alike.
+        raise ModelError("the request body holds a string with a NUL character")
     if text.isascii():
         return
     try:

@@ -49,6 +49,7 @@ from transmitter.streams import (
     delivered_for,
     new_stream_id,
     resolve_delivery,
+    storable,
 )
 
 __all__ = ["Transmitter"]
@@ -87,6 +88,8 @@ class Transmitter:
 
     # --- loading ------------------------------------------------------------------------
     def _load(self, conn: Connection, stream_id: str, owner: str | None) -> Stream:
+        if not storable(stream_id):
+            raise NotFound("no stream with that stream_id")
         q = select(stream_t).where(stream_t.c.stream_id == stream_id)
         if owner is not None:
             q = q.where(stream_t.c.owner == owner)
@@ -412,6 +415,8 @@ class Transmitter:
     ) -> tuple[dict[str, str], bool]:
         """Apply acks and errors, then select; returns (sets, moreAvailable)."""
         now = time.time()
+        if not storable(stream_id):
+            raise NotFound("no stream with that stream_id")
         with begin(self.engine) as conn:
             relax_commit(conn)  # acknowledgements and the activity time (see relax_commit)
             # The statements of this hot path go to the driver's cursor (see outbox.route).

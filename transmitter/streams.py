@@ -18,7 +18,7 @@ from ssf.errors import ModelError
 from ssf.events import STANDARD_EVENTS
 from ssf.stream import RECEIVER_SUPPLIED, TRANSMITTER_SUPPLIED, Delivery, StreamRequest
 
-__all__ = ["EVENTS_SUPPORTED", "Stream", "mask_header", "new_stream_id"]
+__all__ = ["EVENTS_SUPPORTED", "Stream", "mask_header", "new_stream_id", "storable"]
 
 #: Offered on every stream: the standard SSF, CAEP and RISC types (the deprecated
 #: RISC sessions-revoked excluded).
@@ -28,6 +28,12 @@ _KNOWN_MEMBERS = RECEIVER_SUPPLIED | TRANSMITTER_SUPPLIED
 
 def new_stream_id() -> str:
     return "s_" + secrets.token_urlsafe(16)
+
+
+def storable(text: str) -> bool:
+    """False for text no stored id can equal: PostgreSQL text holds no NUL (the driver raises
+    on it), so such a stream or client id is answered as unknown before any query."""
+    return "\x00" not in text
 
 
 def mask_header(value: str) -> str:

@@ -135,3 +135,39 @@ def test_admin_console_odd_input_is_never_a_500(server: Server) -> None:
         assert r.status_code < 500, (r.request.method, r.request.url, r.status_code)
     assert [r.status_code for r in answers[1:4]] == [403, 403, 403]
     assert answers[4].status_code == 303 and server.tx.stream(sid).status == "paused"
+
+
+def test_nul_characters_are_4xx_on_both_databases(server: Server) -> None:
+    """PostgreSQL text cannot hold NUL: a NUL in a stream id, a client id or a JSON string
+    reached the driver and answered 500 there (SQLite took it). Same answers on both now."""
+    rx = server.client(scopes=["ssf.read", "ssf.manage", "ssf.publish"])
+    sid = server.create(rx, {})["stream_id"]
+    for method, path in (
+        ("GET", "/ssf/streams?stream_id=%00"),
+        ("GET", "/ssf/status?stream_id=s_%00"),
+        ("DELETE", "/ssf/streams?stream_id=%00"),
+        ("POST", "/ssf/poll/s_%00"),
+        ("GET", "/admin/streams/s_%00"),
+    ):
+        r = server.req(method, path, rx, json={"returnImmediately": True} if method == "POST" else None)
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+    nul = "a\u0000b"
+    revoked = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+    for method, path, body in [
+        ("POST", "/ssf/streams", {"description": nul}),
+        ("PATCH", "/ssf/streams", {"stream_id": nul, "description": "x"}),
+        ("POST", "/ssf/status", {"stream_id": sid, "status": "paused", "reason": nul}),
+        ("POST", "/ssf/subjects:add", {"stream_id": sid, "subject": {"format": "opaque", "id": nul}}),
+        ("POST", "/ssf/verify", {"stream_id": sid, "state": nul}),
+        ("POST", f"/ssf/poll/{sid}", {"returnImmediately": True, "ack": [nul]}),
+        ("POST", "/events", {"subject": {"format": "opaque", "id": nul}, "events": {revoked: {}}}),
+    ]:
+        r = server.req(method, path, rx, json=body)
+        assert r.status_code == 400 and "NUL" in r.json()["description"], (method, path, r.text)
+    token_url = server.url + "/oauth/token"
+    r = server.http.post(
+        token_url, data={"grant_type": "client_credentials", "client_id": nul, "client_secret": "x"}
+    )
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+    r = server.http.post(token_url, data={"grant_type": "client_credentials"}, auth=("a%00b", "x"))
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
