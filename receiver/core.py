@@ -70,14 +70,25 @@ def _without_header(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _at_receipt(m: Mutation, now: float) -> Mutation:
+def _at_receipt(m: Mutation, now: float, latest: float) -> Mutation:
     """A revoked session (or token) is dated no earlier than its receipt: it refuses tokens of
     any ``iat``, so pruning it by a back-dated ``event_timestamp`` would forget it before the
     tokens issued until we heard of it expire. A finite cutoff keeps its event time: it only
-    refuses tokens issued by then, and those are past TOKEN_MAX_LIFETIME when it goes."""
-    if m.field == CUTOFF and m.value == math.inf and m.at < now:
-        return Mutation(m.subject, m.field, m.value, now)
-    return m
+    refuses tokens issued by then, and those are past TOKEN_MAX_LIFETIME when it goes.
+
+    No event is dated after ``latest`` (receipt + CLOCK_SKEW): an ``event_timestamp`` years
+    ahead would refuse the user's tokens until then, outrank every later fact about the
+    subject, and (past 2**52) read as a revoked session."""
+    at, value = m.at, m.value
+    if m.field == CUTOFF and value == math.inf:
+        at = min(max(at, now), latest)
+    else:
+        at = min(at, latest)
+        if m.field == CUTOFF and isinstance(value, float) and value > latest:
+            value = latest
+    if at == m.at and value is m.value:
+        return m
+    return Mutation(m.subject, m.field, value, at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -707,7 +718,8 @@ class Receiver:
         elif etype == uris.STREAM_UPDATED and isinstance(set_.event, StreamUpdated):
             self.stream_status = set_.event.status
         now = time.time()
-        mutations = [] if self._discard(set_) else [_at_receipt(m, now) for m in mutations_for(set_)]
+        latest = now + self.settings.clock_skew
+        mutations = [] if self._discard(set_) else [_at_receipt(m, now, latest) for m in mutations_for(set_)]
         for m in mutations:
             if not m.subject.is_complex and "\x00" in row_key(m.subject):
                 raise InvalidRequest("a subject identifier must not hold a NUL character")

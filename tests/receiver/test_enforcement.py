@@ -161,6 +161,45 @@ def test_every_cutoff_event_refuses_the_users_older_tokens_only(rcv: Running, ev
     assert rcv.whoami(other).status_code == 200
 
 
+def test_an_event_time_ahead_of_the_clock_counts_as_the_time_of_receipt(
+    fake: FakeTransmitter, tmp_path: Path
+) -> None:
+    """An event_timestamp years ahead (a transmitter's bad clock) would lock the user out until
+    then, and outrank every later fact; it is taken as no later than receipt + CLOCK_SKEW."""
+    with run_receiver(fake, tmp_path, verify_on_start=False, clock_skew=0) as rcv:
+        rcv.wait(lambda: rcv.receiver.verifier is not None, "ready")
+        now = int(time.time())
+        ahead = now + 10 * 365 * 86400
+        user = _user(rcv, "clocky")
+        old = fake.mint("clocky", iat=now - 5)
+        assert (
+            rcv.push(
+                fake.sign(
+                    user,
+                    CredentialChange(credential_type="password", change_type="update", event_timestamp=ahead),
+                )
+            ).status_code
+            == 202
+        )
+        assert rcv.whoami(old).status_code == 401
+        assert rcv.receiver.state.counts()["revoked_sessions"] == 0  # a cutoff, not a revocation
+        time.sleep(1.1)
+        assert rcv.whoami(fake.mint("clocky")).status_code == 200  # issued after receipt
+        device = Subject.complex(user=user, device=Subject.opaque("clock-dev"))
+        on_device = fake.mint("clocky", device_id="clock-dev")
+        bad = DeviceComplianceChange(
+            previous_status="compliant", current_status="not-compliant", event_timestamp=ahead
+        )
+        assert rcv.push(fake.sign(device, bad)).status_code == 202
+        assert rcv.whoami(on_device).status_code == 401
+        time.sleep(1.1)
+        good = DeviceComplianceChange(
+            previous_status="not-compliant", current_status="compliant", event_timestamp=int(time.time())
+        )
+        assert rcv.push(fake.sign(device, good)).status_code == 202
+        assert rcv.whoami(on_device).status_code == 200  # the later fact wins
+
+
 def test_account_disabled_until_enabled(rcv: Running) -> None:
     fake = rcv.fake
     token = fake.mint("dave")
