@@ -716,7 +716,8 @@ class Receiver:
         if etype == uris.VERIFICATION:
             self._check_verification(set_)
         elif etype == uris.STREAM_UPDATED and isinstance(set_.event, StreamUpdated):
-            self.stream_status = set_.event.status
+            if self._names_own_stream(set_):  # another stream's: accepted, nothing to do here
+                self.stream_status = set_.event.status
         now = time.time()
         latest = now + self.settings.clock_skew
         mutations = [] if self._discard(set_) else [_at_receipt(m, now, latest) for m in mutations_for(set_)]
@@ -736,8 +737,7 @@ class Receiver:
 
     def _check_verification(self, set_: SecurityEventToken) -> None:
         """SSF §8.1.4.1: the subject names our stream; a ``state`` must be one we asked for."""
-        sub = set_.sub_id
-        if self.stream_id and (sub.format != "opaque" or sub.get("id") != self.stream_id):
+        if not self._names_own_stream(set_):
             raise InvalidRequest("verification event for another stream")
         event = set_.event
         state = event.state if isinstance(event, Verification) else None
@@ -752,6 +752,12 @@ class Receiver:
             self.verified_states[state] = time.time()  # verification triggered out of band
             return
         raise InvalidState("the verification 'state' does not match a request of this receiver")
+
+    def _names_own_stream(self, set_: SecurityEventToken) -> bool:
+        """SSF §8.1.4.1, §8.1.5: verification and stream-updated name the stream as an opaque
+        subject (any stream while ours is unknown)."""
+        sub = set_.sub_id
+        return not self.stream_id or (sub.format == "opaque" and sub.get("id") == self.stream_id)
 
     def _discard(self, set_: SecurityEventToken) -> bool:
         """SSF §3.6: discard an event naming a critical subject member we cannot process."""

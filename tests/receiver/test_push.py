@@ -17,7 +17,14 @@ from receiver.core import Receiver
 from receiver.state import is_revoked
 from receiver.store import MemoryStore, WriteBatch
 from ssf import uris
-from ssf.events import EVENT_MODELS, CredentialChange, SessionRevoked, Verification, example_payload
+from ssf.events import (
+    EVENT_MODELS,
+    CredentialChange,
+    SessionRevoked,
+    StreamUpdated,
+    Verification,
+    example_payload,
+)
 from ssf.keys import generate_signing_key
 from ssf.set import SecurityEventToken, sign_set
 from ssf.subjects import Subject
@@ -324,3 +331,17 @@ def test_the_configured_validation_settings_hold_on_the_wire(fake: FakeTransmitt
         resp = rcv.push(_raw_set(fake, {"sub_id": {"format": "opaque", "id": "s-es256"}}))
         assert resp.status_code == 400 and resp.json()["err"] == "invalid_key"
         assert "o:s-es256" not in rcv.receiver.state.cutoffs
+
+
+def test_stream_updated_sets_the_status_of_our_stream_only(rcv: Running) -> None:
+    fake = rcv.fake
+    for subject in (Subject.opaque("someone-elses-stream"), Subject.email("x@example.com")):
+        other = fake.sign(subject, StreamUpdated(status="disabled"))
+        assert rcv.push(other).status_code == 202  # valid, not ours: accepted, not acted on
+        assert rcv.http.get("/health").json()["stream_status"] != "disabled"
+    ours = fake.sign(Subject.opaque(_sid(rcv)), StreamUpdated(status="paused", reason="maintenance"))
+    assert rcv.push(ours).status_code == 202
+    assert rcv.http.get("/health").json()["stream_status"] == "paused"
+    enabled = fake.sign(Subject.opaque(_sid(rcv)), StreamUpdated(status="enabled"))
+    assert rcv.push(enabled).status_code == 202
+    assert rcv.http.get("/health").json()["stream_status"] == "enabled"
