@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from ssf import uris
@@ -141,6 +141,10 @@ class Transmitter:
             extra={"delivery": extra} if extra else {},
         )
         with begin(self.engine) as conn:
+            if conn.dialect.name == "postgresql":
+                # Creates of one client queue here until the previous one commits, so each
+                # counts the others' streams (SQLite transactions are serialized already).
+                conn.execute(_OWNER_LOCK, {"owner": principal.owner})
             count = conn.execute(select(func.count()).where(stream_t.c.owner == principal.owner)).scalar_one()
             if count >= self.settings.max_streams_per_client:
                 raise Conflict("this client already has the maximum number of streams")
@@ -503,6 +507,7 @@ class Transmitter:
         self.engine.dispose()
 
 
+_OWNER_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('ssf_stream_owner:' || :owner))")
 _POLL_STREAM_SQL = {
     m: f"SELECT method, status FROM {stream_t.name} WHERE stream_id = {m} AND owner = {m}"
     for m in ("?", "%s")  # sqlite3, psycopg

@@ -129,6 +129,25 @@ def test_stream_limit_answers_409(server_factory: ServerFactory) -> None:
         assert r.status_code == 409 and r.json()["err"] == "conflict"
 
 
+def test_stream_limit_holds_under_concurrent_creates(server_factory: ServerFactory) -> None:
+    """Creates racing each other (counted before any of them committed) must not get past
+    MAX_STREAMS_PER_CLIENT."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with server_factory(max_streams_per_client=3) as srv:
+        tok = srv.client()
+        for _ in range(3):
+            with ThreadPoolExecutor(12) as pool:
+                codes = list(
+                    pool.map(lambda _i: srv.req("POST", "/ssf/streams", tok, json={}).status_code, range(12))
+                )
+            assert sorted(set(codes)) in ([409], [201, 409]), codes
+            listed = srv.req("GET", "/ssf/streams", tok).json()
+            assert len(listed) <= 3, len(listed)
+            for s in listed:
+                srv.req("DELETE", "/ssf/streams", tok, params={"stream_id": s["stream_id"]})
+
+
 def test_patch_applies_present_members_only(server: Server) -> None:
     tok = server.client()
     s = server.create(tok, SUITE_BODY)
