@@ -165,6 +165,8 @@ class Receiver:
         self.error: str | None = None
         #: Applied in memory (and enforced) but not yet stored: retried until the store is back.
         self._unsynced: list[Mutation] = []
+        #: Pushed jtis whose commit is in flight: a re-send waits for it before its 202.
+        self._storing: dict[str, asyncio.Event] = {}
         self.store_error: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
@@ -604,11 +606,17 @@ class Receiver:
             batch = WriteBatch()
             try:
                 new = self._accept(token, set_, batch)
+                while not new and (storing := self._storing.get(set_.jti)) is not None:
+                    # A re-send while the first copy is still being stored: answered once that
+                    # is done (202 means it is ours); if it failed, this one stores the SET.
+                    await storing.wait()
+                    batch = WriteBatch()
+                    new = self._accept(token, set_, batch)
             except SETError as exc:
                 self.stats[exc.err] += 1
                 raise
             if batch:
-                await self._commit(batch)
+                await self._commit_push(set_.jti, batch)
         except SETError as exc:
             if observe is not None:
                 observe(SetOutcome("push", token, set_, exc, False, time.perf_counter() - started))
@@ -648,6 +656,15 @@ class Receiver:
             for outcome in outcomes:
                 self.on_set(outcome)
         return acks, errs
+
+    async def _commit_push(self, jti: str, batch: WriteBatch) -> None:
+        """:meth:`_commit` with the jti marked as being stored meanwhile (see :meth:`receive`)."""
+        done = self._storing[jti] = asyncio.Event()
+        try:
+            await self._commit(batch)
+        finally:
+            del self._storing[jti]
+            done.set()
 
     async def _recall(self, jti: str) -> None:
         """Past the in-memory capacity, bring back a jti memory dropped but the store holds."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -270,6 +272,60 @@ def test_storage_failure_is_503_and_the_retry_is_applied(fake: FakeTransmitter, 
         store.fail = False
         assert http.post("/ssf/push", content=token, headers=headers).status_code == 202
         assert store.commits == 1  # the retry was applied and stored, not taken for a duplicate
+
+
+class SlowStore(MemoryStore):
+    """The first commit takes ``delay`` seconds, then fails or succeeds; records stored jtis."""
+
+    def __init__(self, delay: float, first_fails: bool) -> None:
+        super().__init__()
+        self.delay, self.first_fails = delay, first_fails
+        self.stored: list[str] = []
+
+    async def commit(self, batch: WriteBatch) -> None:
+        first = self.commits == 0
+        self.commits += 1
+        if first:
+            await asyncio.sleep(self.delay)
+            if self.first_fails:
+                raise OSError("disk full")
+        self.stored += [jti for jti, _, _ in batch.jtis]
+
+
+@pytest.mark.parametrize("first_fails", [False, True], ids=["first-stored", "first-failed"])
+def test_a_resend_while_the_first_is_being_stored_waits_for_it(
+    fake: FakeTransmitter, tmp_path: Path, first_fails: bool
+) -> None:
+    """RFC 8935: 202 means the SET is ours. A transmitter's retry arriving while the first copy
+    is still being stored is answered once that store is done, never before; if it failed,
+    the retry stores the SET itself."""
+    store = SlowStore(0.8, first_fails)
+    settings = receiver_settings(fake, tmp_path, free_port(), database_url="memory", verify_on_start=False)
+    receiver = Receiver(settings, store=store)
+    token = fake.sign(Subject.opaque("slow-1"), SessionRevoked(), jti="slow-1")
+    answers: dict[str, tuple[int, float]] = {}
+
+    def push(name: str, url: str) -> None:
+        headers = {
+            "Authorization": receiver.push_authorization or "",
+            "Content-Type": "application/secevent+jwt",
+        }
+        with httpx.Client(base_url=url, timeout=10) as http:
+            resp = http.post("/ssf/push", content=token, headers=headers)
+        answers[name] = (resp.status_code, time.monotonic())
+
+    with serve(create_app(settings, receiver=receiver)) as url:
+        first = threading.Thread(target=push, args=("first", url))
+        first.start()
+        time.sleep(0.3)  # the first is inside its slow commit
+        retry = threading.Thread(target=push, args=("retry", url))
+        retry.start()
+        first.join(10)
+        retry.join(10)
+    assert answers["first"][0] == (503 if first_fails else 202)
+    assert answers["retry"][0] == 202
+    assert answers["retry"][1] >= answers["first"][1] - 0.05  # not answered before the first
+    assert store.stored == ["slow-1"]
 
 
 def test_metrics_count_sets_and_requests(rcv: Running) -> None:
