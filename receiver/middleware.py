@@ -52,7 +52,7 @@ class ContinuousAuthMiddleware:
 
     ``policy``: a callable ``(claims, request_context, subject_state) -> Decision``; the
     default covers every event type. Revoked and disabled tokens are refused before any
-    policy runs. ``exclude`` lists path prefixes served without a token (health checks).
+    policy runs. ``exclude`` lists paths served without a token, with everything under them (health checks).
     """
 
     def __init__(
@@ -68,13 +68,17 @@ class ContinuousAuthMiddleware:
         self.receiver = receiver
         self.policy: Policy = policy or default_policy_for(receiver)
         self.exclude = tuple(exclude)
+        # Whole path segments: "/healthz" opens /healthz and /healthz/…, never /healthz-admin.
+        self._open_paths = frozenset(p.rstrip("/") or "/" for p in self.exclude)
+        self._open_prefixes = tuple(p.rstrip("/") + "/" for p in self.exclude)
         self.realm = realm or receiver.settings.realm
         self.leeway = receiver.settings.token_leeway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if (kind != "http" and kind != "websocket") or (
-            self.exclude and scope["path"].startswith(self.exclude)
+            self.exclude
+            and ((path := scope["path"]) in self._open_paths or path.startswith(self._open_prefixes))
         ):
             await self.app(scope, receive, send)
             return

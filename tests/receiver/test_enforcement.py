@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import Request
 
@@ -509,3 +510,33 @@ def test_library_use_in_a_third_party_app(fake: FakeTransmitter, tmp_path: Path)
         )
         assert pushed.status_code == 202
         assert http.get("/items", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_excluded_paths_are_whole_path_segments(rcv: Running) -> None:
+    """``exclude=["/healthz"]`` opens /healthz and what lies under it, never /healthz-admin."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from receiver.middleware import ContinuousAuthMiddleware
+    from tests.support.services import serve
+
+    async def ok(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    paths = ["/healthz", "/healthz/live", "/healthz-admin", "/ssf/push", "/ssf/pushed-secrets", "/public/a"]
+    app = ContinuousAuthMiddleware(
+        Starlette(routes=[Route(p, ok) for p in paths]),
+        receiver=rcv.receiver,
+        exclude=["/healthz", "/ssf/push", "/public/"],
+    )
+    with serve(app) as url, httpx.Client(base_url=url) as http:
+        status = {p: http.get(p).status_code for p in paths}
+    assert status == {
+        "/healthz": 200,
+        "/healthz/live": 200,
+        "/healthz-admin": 401,
+        "/ssf/push": 200,
+        "/ssf/pushed-secrets": 401,
+        "/public/a": 200,
+    }
