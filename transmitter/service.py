@@ -87,12 +87,17 @@ class Transmitter:
         return f"{self.issuer}/ssf/poll/{stream_id}"
 
     # --- loading ------------------------------------------------------------------------
-    def _load(self, conn: Connection, stream_id: str, owner: str | None) -> Stream:
+    def _load(self, conn: Connection, stream_id: str, owner: str | None, *, lock: bool = False) -> Stream:
+        """``lock``: for a read-modify-write, hold the row (PostgreSQL ``FOR UPDATE``) so that
+        concurrent changes of one stream apply one after the other; SQLite transactions are
+        serialized already."""
         if not storable(stream_id):
             raise NotFound("no stream with that stream_id")
         q = select(stream_t).where(stream_t.c.stream_id == stream_id)
         if owner is not None:
             q = q.where(stream_t.c.owner == owner)
+        if lock:
+            q = q.with_for_update()
         row = conn.execute(q).first()
         if row is None:
             # Another client's stream is as unknown as a missing one: never reveal it.
@@ -179,7 +184,7 @@ class Transmitter:
         if req.delivery is not None and req.delivery.method == uris.PUSH and req.delivery.endpoint_url:
             self.guard.check_url(req.delivery.endpoint_url)  # before the transaction: DNS may be slow
         with begin(self.engine) as conn:
-            stream = self._load(conn, sid, principal.owner)
+            stream = self._load(conn, sid, principal.owner, lock=True)
             check_transmitter_supplied(req, stream, self.issuer)
             present = req.receiver_supplied()
             if replace or "delivery" in present:
@@ -215,7 +220,7 @@ class Transmitter:
     ) -> dict[str, Any]:
         """A receiver's own change: applied at once, no stream-updated event (SSF §8.1.2.2)."""
         with begin(self.engine) as conn:
-            s = self._load(conn, stream_id, principal.owner)
+            s = self._load(conn, stream_id, principal.owner, lock=True)
             self._apply_status(conn, s, status, reason, notify_receiver=False)
             self._touch(conn, stream_id, time.time())
         self._notify([stream_id])
@@ -227,7 +232,7 @@ class Transmitter:
         if status not in ("enabled", "paused", "disabled"):
             raise ModelError("status must be enabled, paused or disabled")
         with begin(self.engine) as conn:
-            s = self._load(conn, stream_id, None)
+            s = self._load(conn, stream_id, None, lock=True)
             self._apply_status(conn, s, status, reason, notify_receiver=True)
         self._notify([stream_id])
         return _status_body(s)
@@ -311,7 +316,7 @@ class Transmitter:
     def request_verification(self, principal: Principal, stream_id: str, state: str | None) -> str:
         now = time.time()
         with begin(self.engine) as conn:
-            s = self._load(conn, stream_id, principal.owner)
+            s = self._load(conn, stream_id, principal.owner, lock=True)
             wait = s.last_verification + s.min_verification_interval - now
             if s.min_verification_interval and wait > 0:
                 raise TooManyRequests("verification requested too often", math.ceil(wait))

@@ -225,6 +225,23 @@ def test_verification_push_and_rate_limit(server_factory: ServerFactory, sink: S
         assert r.status_code == 429 and 0 < int(r.headers["retry-after"]) <= 30
 
 
+def test_min_verification_interval_holds_under_concurrent_requests(server_factory: ServerFactory) -> None:
+    """Requests racing each other (each reading the last verification time before any
+    committed) must still get one 204 and 429s, and queue one verification SET."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with server_factory(min_verification_interval=30) as server:
+        rx = server.client()
+        s = server.create(rx, {})
+        body = {"stream_id": s["stream_id"]}
+        with ThreadPoolExecutor(10) as pool:
+            codes = list(
+                pool.map(lambda _i: server.req("POST", "/ssf/verify", rx, json=body).status_code, range(10))
+            )
+        assert sorted(codes) == [204] + [429] * 9, codes
+        assert len(server.poll(rx, s, maxEvents=20)["sets"]) == 1
+
+
 def test_paused_retention_by_count(server_factory: ServerFactory) -> None:
     with server_factory(paused_max_events=2) as server:
         rx = server.client()
