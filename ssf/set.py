@@ -101,6 +101,12 @@ class SecurityEventToken:
         """A new SET: fresh ``jti``, ``iat`` now (never ahead of real time). The event's
         subject-format rule (RISC §2.5/2.6) holds on output as it does on input."""
         audience = aud if isinstance(aud, str) else tuple(aud)
+        if type(iss) is not str or not iss:
+            raise InvalidRequest("'iss' is required")
+        if not audience or (type(audience) is tuple and not all(type(a) is str and a for a in audience)):
+            raise InvalidRequest("'aud' must be a non-empty string or array of non-empty strings")
+        if txn is not None and type(txn) is not str:
+            raise InvalidRequest("'txn' must be a string")
         etype = event_type or event.event_type
         if not etype:
             raise InvalidRequest("an event type URI is required")

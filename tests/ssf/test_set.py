@@ -109,6 +109,25 @@ def test_create_refuses_a_payload_under_another_registered_event_type() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"iss": ""}, "iss"),
+        ({"aud": ""}, "aud"),
+        ({"aud": []}, "aud"),
+        ({"aud": ["ok", ""]}, "aud"),
+        ({"aud": ["ok", 3]}, "aud"),
+        ({"txn": 8675309}, "txn"),
+    ],
+)
+def test_create_never_builds_a_set_that_decoding_would_refuse(overrides: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidRequest, match=match):
+        _token(**overrides)
+    claims_out = _token().claims()
+    with pytest.raises(InvalidRequest, match=match):  # the same rule on the way in
+        parse_claims({**claims_out, **overrides})
+
+
 def test_create_takes_toe_and_refuses_a_non_finite_one() -> None:
     token = _token(toe=NOW - 5)
     assert token.toe == NOW - 5 and json.loads(token.claims_json())["toe"] == NOW - 5
