@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email.utils
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,21 @@ def test_5xx_and_transport_errors_retry_in_order(server: Server, sink: Sink) -> 
     seen = [server.verifier().verify(p.body).jti for p in sink.pushes]
     assert seen[:4] == [jtis[0]] * 4  # the head is retried; nothing overtakes it
     assert seen[4:] == jtis[1:]
+
+
+def test_retry_after_seconds_and_http_date_are_honoured(server: Server, sink: Sink) -> None:
+    """429/503 ``Retry-After`` (delta-seconds or an HTTP-date) delays the retry at least that
+    long, although the test server's own backoff is at most 0.3 s."""
+    tok = server.client()
+    s = push_stream(server, sink, tok)
+    # answered about 2 s from now, this date is then 2-3 s ahead (whole seconds)
+    when = email.utils.formatdate(time.time() + 5, usegmt=True)
+    sink.script.extend([(429, {"Retry-After": "2"}, b""), (503, {"Retry-After": when}, b"")])
+    emit(server, 1)
+    first, second, third = sink.wait_for(3, timeout=20)
+    assert second.at - first.at >= 1.9
+    assert third.at - second.at >= 1.5
+    wait_until(lambda: server.tx.outbox_counts(s["stream_id"]) == {"delivered": 1})
 
 
 def test_failing_past_cap_pauses_with_stream_updated_and_holds(
