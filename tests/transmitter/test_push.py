@@ -108,6 +108,43 @@ def test_5xx_and_transport_errors_retry_in_order(server: Server, sink: Sink) -> 
     assert seen[4:] == jtis[1:]
 
 
+def test_connection_refused_and_timeouts_are_retried(server_factory: ServerFactory) -> None:
+    """Transport failures: nothing listening at the endpoint, then a receiver slower than
+    PUSH_TIMEOUT; the SETs stay pending and are delivered, in order, once it answers."""
+    got: list[bytes] = []
+    slow = {"on": True}
+
+    async def endpoint(request: Request) -> Response:
+        body = await request.body()
+        if slow["on"]:
+            await asyncio.sleep(2)  # beyond the 0.5 s push timeout
+        got.append(body)
+        return Response(status_code=202)
+
+    port = free_port()
+    with server_factory(push_timeout=0.5) as server:
+        tok = server.client()
+        delivery = {"method": PUSH, "endpoint_url": f"http://127.0.0.1:{port}/push"}
+        s = server.create(tok, {"events_requested": [SESSION_REVOKED], "delivery": delivery})
+        jtis = emit(server, 2)
+
+        def last_error() -> str | None:
+            with server.tx.engine.connect() as conn:
+                return conn.execute(
+                    select(outbox_t.c.last_error).where(outbox_t.c.jti == jtis[0])
+                ).scalar_one()
+
+        assert "transport error" in wait_until(last_error)  # connection refused
+        with serve(Starlette(routes=[Route("/push", endpoint, methods=["POST"])]), port=port):
+            wait_until(lambda: "Timeout" in (last_error() or ""), timeout=20)
+            assert server.tx.outbox_counts(s["stream_id"]) == {"pending": 2}
+            slow["on"] = False
+            wait_until(lambda: server.tx.outbox_counts(s["stream_id"]) == {"delivered": 2}, timeout=20)
+        verifier = server.verifier()
+        firsts = list(dict.fromkeys(verifier.verify(b).jti for b in got))
+        assert firsts == jtis
+
+
 def test_retry_after_seconds_and_http_date_are_honoured(server: Server, sink: Sink) -> None:
     """429/503 ``Retry-After`` (delta-seconds or an HTTP-date) delays the retry at least that
     long, although the test server's own backoff is at most 0.3 s."""
