@@ -12,7 +12,14 @@ import sqlalchemy
 
 from ssf.subjects import Subject
 from tests.support.services import free_port, require_postgres
-from tests.transmitter.conftest import CREDENTIAL_CHANGE, SESSION_REVOKED, Server, make_settings, running
+from tests.transmitter.conftest import (
+    CREDENTIAL_CHANGE,
+    SESSION_REVOKED,
+    Server,
+    ServerFactory,
+    make_settings,
+    running,
+)
 
 ALICE = {"format": "email", "email": "alice@example.com"}
 
@@ -119,6 +126,29 @@ def test_long_poll_wakes_on_new_event(server: Server) -> None:
     jti = publish(server, pub)[s["stream_id"]]
     t.join(10)
     assert list(result["body"]["sets"]) == [jti]
+
+
+def test_long_poll_wakes_at_once_not_on_its_recheck(server_factory: ServerFactory) -> None:
+    """The held poll is woken by the publish itself: with the periodic re-check 10 s away, the
+    SET still arrives well within a second."""
+    with server_factory(worker_poll_interval=10, long_poll_timeout=20) as server:
+        rx = server.client()
+        s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+        pub = server.publisher()
+        result: dict[str, Any] = {}
+
+        def waiter() -> None:
+            result["body"] = server.poll(rx, s, returnImmediately=False)
+            result["at"] = time.monotonic()
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.5)
+        sent = time.monotonic()
+        jti = publish(server, pub)[s["stream_id"]]
+        t.join(15)
+        assert list(result["body"]["sets"]) == [jti]
+        assert result["at"] - sent < 1.0
 
 
 def test_long_poll_times_out_empty(server: Server) -> None:
