@@ -196,7 +196,8 @@ def test_verification_poll_carries_state(server: Server) -> None:
 
 
 def test_verification_push_and_rate_limit(server_factory: ServerFactory, sink: Sink) -> None:
-    with server_factory(min_verification_interval=30) as server:
+    # the worker's periodic look for work is 10 s away: the request itself must start the push
+    with server_factory(min_verification_interval=30, worker_poll_interval=10) as server:
         rx = server.client()
         s = server.create(
             rx,
