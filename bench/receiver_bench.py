@@ -262,7 +262,7 @@ def _serve_receiver(
     app = create_app(settings, receiver=rcv, protected_demo=False)
     log_config: Any = uvicorn.config.LOGGING_CONFIG
     if log_level != "off":
-        from ssf.logs import configure_logging
+        from ssfcli.logs import configure_logging
 
         configure_logging("json", log_level, stream=open(os.devnull, "w"))
         log_config = None

@@ -43,7 +43,7 @@ def serve(
     import uvicorn
 
     from receiver.app import create_app
-    from ssf.logs import configure_logging
+    from ssfcli.logs import configure_logging
 
     try:
         configure_logging(log_format, log_level)

@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from receiver.core import Receiver, SetOutcome
-from ssf import logs
+from ssfcli.logs import dropped_records
 
 __all__ = ["ReceiverOps", "extra_metrics", "install_ops"]
 
@@ -67,7 +67,7 @@ def extra_metrics(rcv: Receiver, failures: Mapping[str, int]) -> str:
                 f'ssf_receiver_middleware_decisions_total{{decision="{decision}",error="{error}"}} {value}'
             )
     lines.append("# TYPE ssf_log_records_dropped_total counter")
-    lines.append(f"ssf_log_records_dropped_total {logs.dropped_records()}")
+    lines.append(f"ssf_log_records_dropped_total {dropped_records()}")
     return "\n".join(lines) + "\n"
 
 

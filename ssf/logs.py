@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line, with secrets scrubbed.
+"""Structured logs: one JSON object per line, with secrets scrubbed (the formatters; where the
+lines go, a queue and a writer thread, is ``ssfcli/logs.py``: this package does no I/O).
 
 Used by the transmitter and receiver services (``--log-format json``, the default of
 ``serve``). Fields given with ``extra={...}`` become members of the object, so a delivery line
@@ -13,26 +14,14 @@ and in exception text.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
-import logging.handlers
-import queue
 import re
-import sys
-import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
-__all__ = [
-    "JsonFormatter",
-    "RedactingFilter",
-    "configure_logging",
-    "dropped_records",
-    "redact",
-    "stop_logging",
-]
+__all__ = ["JsonFormatter", "RedactingFilter", "TextFormatter", "redact"]
 
 REDACTED: Final = "[redacted]"
 #: Extra fields whose values are never logged, whatever they hold.
@@ -157,7 +146,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
-class _TextFormatter(logging.Formatter):
+class TextFormatter(logging.Formatter):
+    """``asctime level logger: message`` and then ``name=value`` for each extra field."""
+
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
         extras = {
@@ -168,140 +159,3 @@ class _TextFormatter(logging.Formatter):
         if extras:
             base += " " + " ".join(f"{k}={v}" for k, v in extras.items())
         return redact(base)
-
-
-class _QueueHandler(logging.handlers.QueueHandler):
-    """Hands records to the writer thread without ever blocking the caller: a full queue (a
-    stalled stderr reader) drops the record and counts it in ``dropped``."""
-
-    dropped = 0
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        # In place, not on a copy as the standard handler does (a third of the caller's cost):
-        # this handler sits on the root logger, the last to see a record, and what it changes
-        # (arguments applied, traceback rendered) reads the same to any handler after it.
-        if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.msg = record.getMessage()
-        record.args = None
-        record.exc_info = None
-        return record
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            type(self).dropped += 1
-
-
-class _Writer:
-    """The writer thread: wakes every ``interval`` and writes all queued records at once (one
-    write and one flush). A thread blocked on ``queue.get`` would be woken, and take the GIL
-    from the event loop, once per record; at a few thousand SETs a second, each logged, that
-    hand-over cost more than the rest of logging together."""
-
-    def __init__(
-        self, q: queue.Queue[logging.LogRecord], handler: logging.StreamHandler[TextIO], interval: float
-    ) -> None:
-        self.queue, self.handler, self.interval = q, handler, interval
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ssf-log-writer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Write out what is queued, then end the thread (waits a little for a stalled stream)."""
-        self._stopping.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self.interval):
-            while self._drain():
-                pass
-        while self._drain():
-            pass
-
-    def _drain(self) -> bool:
-        """Write up to one queue's worth of records; True when that many were waiting. (Records
-        arriving faster than they are formatted still get written in bounded pieces; the queue,
-        not a list here, bounds the memory.)"""
-        lines: list[str] = []
-        batch = self.queue.maxsize or 10_000
-        taken = 0
-        for _ in range(batch):
-            try:
-                record = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            taken += 1
-            try:
-                lines.append(self.handler.format(record))
-            except Exception:  # a record that cannot be formatted must not stop the writer
-                self.handler.handleError(record)
-        if lines:
-            stream = self.handler.stream
-            try:
-                stream.write("\n".join(lines) + "\n")
-                stream.flush()
-            except (OSError, ValueError):  # stderr closed or gone: nothing more to do with these
-                pass
-        return taken == batch
-
-
-_listener: _Writer | None = None
-
-
-def dropped_records() -> int:
-    """Records dropped so far because the writer could not keep up (a stalled stderr)."""
-    return _QueueHandler.dropped
-
-
-def stop_logging() -> None:
-    """Write out what is queued and stop the writer thread (also run at exit)."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
-
-
-atexit.register(stop_logging)
-
-
-def configure_logging(
-    fmt: str = "json",
-    level: str | int = "INFO",
-    stream: TextIO | None = None,
-    queue_size: int = 10_000,
-    interval: float = 0.02,
-) -> None:
-    """Route every logger (uvicorn's included) to ``stream`` (stderr), through a bounded queue
-    and a writer thread: logging never blocks the event loop, even when nobody reads stderr."""
-    global _listener
-    handler = logging.StreamHandler(stream or sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    elif fmt == "text":
-        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        raise ValueError("log format must be json or text")
-    stop_logging()
-    # Neither format shows the caller's file and line, process or thread: do not look them up
-    # for every record (the stack walk alone costs a fifth of a record on the caller's thread).
-    # ``_srcfile = None`` is the switch the logging module's source documents for this.
-    logging._srcfile = None
-    logging.logProcesses = logging.logMultiprocessing = logging.logThreads = False
-    q: queue.Queue[logging.LogRecord] = queue.Queue(queue_size)
-    # No filter here: the formatters redact on the writer thread, off the caller's path.
-    front = _QueueHandler(q)
-    _listener = _Writer(q, handler, interval)
-    _listener.start()
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(front)
-    root.setLevel(level.upper() if isinstance(level, str) else level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        lg = logging.getLogger(name)
-        lg.handlers.clear()
-        lg.propagate = True

@@ -51,7 +51,7 @@ def serve(
 ) -> None:
     """Run the transmitter (uvicorn, uvloop, httptools, no access log; TLS >= 1.2 with a cert)."""
 
-    from ssf.logs import configure_logging
+    from ssfcli.logs import configure_logging
     from transmitter.app import create_app
     from transmitter.settings import TransmitterSettings
 

@@ -41,8 +41,8 @@ from sqlalchemy.sql.dml import Insert
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ssf import logs
 from ssf.poll import PollRequest
+from ssfcli.logs import dropped_records
 from transmitter.auth import Principal
 from transmitter.db import PENDING, begin, outbox_t, stream_t
 from transmitter.delivery import DeliveryWorker, _Outcome
@@ -121,7 +121,7 @@ class _Backlog(Collector):
         dropped = CounterMetricFamily(
             "ssf_log_records_dropped", "Log records dropped because stderr was not read fast enough"
         )
-        dropped.add_metric([], float(logs.dropped_records()))
+        dropped.add_metric([], float(dropped_records()))
         yield dropped
 
 

@@ -20,6 +20,7 @@ from hypothesis import given, strategies as st
 
 from ssf import logs
 from ssf.logs import JsonFormatter, RedactingFilter, redact
+from ssfcli import logs as log_runtime
 from tests.support.services import free_port
 from tests.transmitter.conftest import SESSION_REVOKED, Sink, make_settings, wait_until
 from transmitter.service import Transmitter
@@ -181,10 +182,10 @@ def _configured(**kwargs: Any) -> Iterator[logging.Logger]:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     try:
-        logs.configure_logging("json", "INFO", **kwargs)
+        log_runtime.configure_logging("json", "INFO", **kwargs)
         yield root
     finally:
-        logs.stop_logging()
+        log_runtime.stop_logging()
         for h in list(root.handlers):
             root.removeHandler(h)
         for h in saved[0]:
@@ -202,13 +203,13 @@ def test_logging_never_blocks_when_nobody_reads() -> None:
             return super().write(s)
 
     out = Stalled()
-    before = logs.dropped_records()
+    before = log_runtime.dropped_records()
     with _configured(stream=out, queue_size=5):
         try:
             lg = logging.getLogger("transmitter.delivery")
             for i in range(50):  # returns at once although the writer is stuck on the first line
                 lg.info("push delivered", extra={"jti": f"j{i}", "authorization_header": "Bearer zzzzzzzzzz"})
-            assert logs.dropped_records() - before >= 40
+            assert log_runtime.dropped_records() - before >= 40
         finally:
             release.set()  # before the writer is stopped (it waits for the stream)
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
@@ -220,12 +221,12 @@ def test_a_full_queue_is_written_out_in_bounded_pieces() -> None:
     """The writer takes at most one queue's worth per write and goes on while more waits; at
     stop everything queued is written."""
     out = io.StringIO()
-    before = logs.dropped_records()
+    before = log_runtime.dropped_records()
     with _configured(stream=out, queue_size=25, interval=60):
         lg = logging.getLogger("receiver.sets")
         for i in range(25):  # fills the queue exactly; the writer sleeps (interval 60 s)
             lg.info("set accepted", extra={"jti": f"j{i}"})
-    assert logs.dropped_records() == before
+    assert log_runtime.dropped_records() == before
     assert [json.loads(x)["jti"] for x in out.getvalue().splitlines()] == [f"j{i}" for i in range(25)]
 
 
