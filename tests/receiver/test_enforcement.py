@@ -540,3 +540,31 @@ def test_excluded_paths_are_whole_path_segments(rcv: Running) -> None:
         "/ssf/pushed-secrets": 401,
         "/public/a": 200,
     }
+
+
+def test_the_policy_settings_reach_the_default_policy(fake: FakeTransmitter, tmp_path: Path) -> None:
+    """REQUIRED_ACR, STEP_UP_MAX_AGE, ACR_ORDER and DENY_RISK_LEVELS, as an operator sets them."""
+    with run_receiver(
+        fake,
+        tmp_path,
+        verify_on_start=False,
+        required_acr="silver",
+        acr_order=["bronze", "silver", "gold"],
+        step_up_max_age=120,
+        deny_risk_levels=["HIGH"],
+    ) as rcv:
+        rcv.wait(lambda: rcv.receiver.verifier is not None, "ready")
+        low = rcv.whoami(fake.mint("setty", acr="bronze"))
+        assert low.status_code == 401
+        challenge = low.headers["www-authenticate"]
+        assert 'error="insufficient_user_authentication"' in challenge
+        assert 'acr_values="silver"' in challenge and "max_age=120" in challenge
+        token = fake.mint("setty", acr="gold")
+        assert rcv.whoami(token).status_code == 200
+        medium = RiskLevelChange(principal="USER", current_level="MEDIUM")
+        assert rcv.push(fake.sign(_user(rcv, "setty"), medium)).status_code == 202
+        assert rcv.whoami(token).status_code == 200
+        high = RiskLevelChange(principal="USER", current_level="HIGH")
+        assert rcv.push(fake.sign(_user(rcv, "setty"), high)).status_code == 202
+        refused = rcv.whoami(token)
+        assert refused.status_code == 401 and "risk level HIGH" in refused.json()["error_description"]
