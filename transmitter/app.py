@@ -144,7 +144,7 @@ def _start_rotation(tx: Transmitter) -> Any:
     scheduler = AsyncIOScheduler()
 
     async def rotate() -> None:
-        await asyncio.to_thread(tx.keys.rotate)
+        await asyncio.to_thread(tx.keys.rotate_due, interval)
 
     scheduler.add_job(rotate, "interval", seconds=interval, id="ssf-key-rotation", coalesce=True)
     scheduler.start()

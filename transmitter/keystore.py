@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Engine
 
 from ssf.keys import KeySet, SigningKey, generate_signing_key, load_signing_key
@@ -23,6 +23,8 @@ from transmitter.secrets_box import SecretBox
 from transmitter.settings import TransmitterSettings
 
 __all__ = ["KeyStore"]
+
+_ROTATION_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('ssf_key_rotation'))")
 
 
 class KeyStore:
@@ -94,10 +96,28 @@ class KeyStore:
         now = int(time.time())
         new = generate_signing_key(alg or self._settings.signing_alg, created_at=now)
         with begin(self._engine) as conn:
-            conn.execute(update(key_t).where(key_t.c.retired_at.is_(None)).values(retired_at=now))
-            conn.execute(key_t.insert().values(**self._row(new)))
+            self._replace(conn, new, now)
         self.prune()
         return new
+
+    def rotate_due(self, interval: float) -> SigningKey | None:
+        """The scheduled rotation: rotate unless a key was made within (nearly) ``interval``
+        seconds, by this instance or another on the same database, so that several instances
+        each running the schedule still rotate once per interval."""
+        new = generate_signing_key(self._settings.signing_alg, created_at=int(time.time()))
+        with begin(self._engine) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(_ROTATION_LOCK)  # the next instance's check sees this one's key
+            newest = conn.execute(select(func.max(key_t.c.created_at))).scalar()
+            if newest is not None and time.time() - newest < 0.9 * interval:
+                return None
+            self._replace(conn, new, new.created_at or int(time.time()))
+        self.prune()
+        return new
+
+    def _replace(self, conn: Any, new: SigningKey, now: int) -> None:
+        conn.execute(update(key_t).where(key_t.c.retired_at.is_(None)).values(retired_at=now))
+        conn.execute(key_t.insert().values(**self._row(new)))
 
     def prune(self) -> list[str]:
         """Drop keys retired longer ago than the overlap whose SETs are all delivered, refused

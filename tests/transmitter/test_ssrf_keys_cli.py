@@ -152,6 +152,29 @@ def test_scheduled_rotation(server_factory: ServerFactory) -> None:
         assert first in kids and len(kids) >= 2
 
 
+def test_scheduled_rotation_runs_once_per_interval_across_instances(
+    tmp_path: Path, db_config: dict[str, Any]
+) -> None:
+    """Every instance runs the schedule; on one database they rotate once per interval
+    between them, not once each."""
+    settings = TransmitterSettings(
+        dev_mode=True, secret_file=tmp_path / "s", signing_alg="ES256", key_rotation_interval=60, **db_config
+    )
+    a, b = Transmitter(settings), Transmitter(settings)
+    try:
+        first = a.keys.active.kid
+        assert a.keys.rotate_due(60) is None  # the first key is new: not due
+        a.keys.rotate()  # an operator's `keys rotate`
+        assert b.keys.rotate_due(60) is None and a.keys.rotate_due(60) is None
+        assert b.keys.rotate_due(0) is not None  # due: rotated
+        assert a.keys.rotate_due(10) is None  # ... once: the other instance sees its key
+        a.keys.reload()
+        assert len({k.kid for k in a.keys.all()} - {first}) == 2
+    finally:
+        a.close()
+        b.close()
+
+
 def test_cli_clients_tokens_publish_and_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSF_TRANSMITTER_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.setenv("SSF_TRANSMITTER_SECRET_FILE", str(tmp_path / "secret"))
