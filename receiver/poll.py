@@ -23,9 +23,11 @@ from ssf.poll import PollRequest
 if TYPE_CHECKING:
     from receiver.core import Receiver
 
-__all__ = ["Poller", "parse_poll_response"]
+__all__ = ["MAX_RETRY_AFTER", "Poller", "parse_poll_response"]
 
 log = logging.getLogger("receiver.poll")
+#: The longest pause a transmitter's ``Retry-After`` can impose on the poll loop.
+MAX_RETRY_AFTER = 3600.0
 
 
 def parse_poll_response(data: object) -> tuple[dict[str, object], bool]:
@@ -99,7 +101,12 @@ class Poller:
                 raise
             except TransmitterError as exc:
                 self.failures += 1
-                wait = exc.retry_after if exc.retry_after is not None else self._jitter(delay)
+                if exc.retry_after is not None:
+                    # Honoured, up to an hour (or BACKOFF_MAX if longer): a bogus "Retry-After:
+                    # 99999999" must not silence the revocation feed until a restart.
+                    wait = min(exc.retry_after, max(self.cap, MAX_RETRY_AFTER))
+                else:
+                    wait = self._jitter(delay)
                 delay = min(delay * 2, self.cap)
                 log.warning("poll failed (%s); next try in %.2fs", exc, wait)
                 await _sleep(stop, wait)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from receiver.client import TransmitterError
 from receiver.core import Receiver
-from receiver.poll import Poller
+from receiver.poll import MAX_RETRY_AFTER, Poller
 from receiver.settings import ReceiverSettings
 from receiver.state import is_revoked
 from receiver.store import MemoryStore
@@ -189,14 +190,16 @@ async def test_errors_back_off_exponentially_with_jitter_and_retry_after_wins(
     settings = ReceiverSettings(database_url="memory", backoff_base=1.0, backoff_max=8.0, poll_interval=0)
     rcv = Receiver(settings, store=MemoryStore())
     down = [TransmitterError("down", status=503) for _ in range(6)]
-    client = ScriptedClient([*down, TransmitterError("busy", status=429, retry_after=30), {"sets": {}}])
+    busy = [TransmitterError("busy", status=429, retry_after=s) for s in (30, math.inf, 10.0**9)]
+    client = ScriptedClient([*down, *busy, {"sets": {}}])
     poller = Poller(rcv, client, "https://tx.example/poll")  # type: ignore[arg-type]
-    await _run_script(poller, client, 8)
+    await _run_script(poller, client, 10)
     # Each pause lies in [delay/2, delay] for a delay doubling from the base up to the cap.
     for wait, delay in zip(sleeps[:6], [1, 2, 4, 8, 8, 8], strict=True):
         assert delay / 2 <= wait <= delay
     assert len({round(w, 6) for w in sleeps[3:6]}) > 1  # jittered, not one fixed value
     assert sleeps[6] == 30  # the transmitter's Retry-After, not the backoff
+    assert sleeps[7:9] == [MAX_RETRY_AFTER, MAX_RETRY_AFTER]  # an absurd one does not stop polling
 
 
 async def test_more_available_asks_again_at_once_and_an_empty_answer_pauses(
