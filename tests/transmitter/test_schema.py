@@ -97,3 +97,18 @@ def test_the_outbox_insert_writes_every_member_a_row_is_built_with(
         assert all(r["id"] is not None and r["done_at"] is None and r["last_error"] is None for r in stored)
     finally:
         engine.dispose()
+
+
+def test_sqlite_database_is_in_wal_mode(tmp_path: Path) -> None:
+    """The default store: a SQLite file in WAL mode (readers never wait for the writer)."""
+    from transmitter.service import Transmitter
+
+    path = tmp_path / "tx.db"
+    tx = Transmitter(
+        TransmitterSettings(dev_mode=True, secret_file=tmp_path / "secret", database_url=f"sqlite:///{path}")
+    )
+    tx.close()
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:  # a fresh connection: the mode is the file's own
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
