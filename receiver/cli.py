@@ -243,7 +243,9 @@ def _run_streams(action: Callable[[_Session], Awaitable[dict[str, Any]]]) -> dic
             if settings.static_token is not None:
                 auth = StaticToken(settings.static_token.get_secret_value())
             elif settings.client_id and settings.client_secret is not None:
-                endpoint = settings.token_endpoint or await discover_token_endpoint(http, meta.issuer)
+                endpoint = settings.token_endpoint or await discover_token_endpoint(
+                    http, meta.issuer, dev_mode=settings.dev_mode
+                )
                 auth = ClientCredentials(
                     http,
                     endpoint,

@@ -28,7 +28,7 @@ import httpx
 
 from receiver.client import ClientCredentials, StaticToken, TokenProvider, TransmitterClient, TransmitterError
 from receiver.credential import KEY_ID, CredentialBox, PushCredential, make_box
-from receiver.discovery import DiscoveryError, discover, discover_token_endpoint
+from receiver.discovery import DiscoveryError, check_url, discover, discover_token_endpoint
 from receiver.effects import mutations_for
 from receiver.jwks import JWKSCache, JWKSError
 from receiver.reconcile import desired_config, needs_update, reconcile
@@ -380,7 +380,9 @@ class Receiver:
         if s.static_token is not None:
             return StaticToken(s.static_token.get_secret_value())
         if s.client_id and s.client_secret is not None:
-            endpoint = s.token_endpoint or await discover_token_endpoint(self.http, meta.issuer)
+            endpoint = s.token_endpoint or await discover_token_endpoint(
+                self.http, meta.issuer, dev_mode=s.dev_mode
+            )
             return ClientCredentials(
                 self.http, endpoint, s.client_id, s.client_secret.get_secret_value(), s.scope
             )
@@ -505,6 +507,12 @@ class Receiver:
             url = self.stream.delivery.endpoint_url
             if not url:
                 self.error = "the poll stream has no endpoint_url"
+                return
+            try:  # every poll carries our bearer token: https, as for discovery
+                check_url(url, dev_mode=s.dev_mode, what="the poll endpoint_url")
+            except DiscoveryError as exc:
+                self.error = str(exc)
+                log.error("not polling: %s", exc)
                 return
             self.poller = Poller(self, self.client, url)
             await self.poller.run(self._stop)

@@ -57,8 +57,15 @@ async def discover(http: httpx.AsyncClient, issuer: str, *, dev_mode: bool = Fal
     raise DiscoveryError(last)
 
 
-async def discover_token_endpoint(http: httpx.AsyncClient, issuer: str) -> str:
-    """RFC 8414 authorization server metadata at the issuer, then OIDC discovery."""
+async def discover_token_endpoint(
+    http: httpx.AsyncClient, issuer: str, *, dev_mode: bool | None = None
+) -> str:
+    """RFC 8414 authorization server metadata at the issuer, then OIDC discovery.
+
+    The client secret goes to the endpoint found, so it must be https outside development
+    mode (``None``: development mode when the issuer itself is http, which only passes
+    :func:`discover` in it)."""
+    dev = issuer.startswith("http://") if dev_mode is None else dev_mode
     for name in ("oauth-authorization-server", "openid-configuration"):
         url = well_known_url(issuer, name)
         try:
@@ -72,5 +79,6 @@ async def discover_token_endpoint(http: httpx.AsyncClient, issuer: str) -> str:
                 continue
             endpoint = data.get("token_endpoint") if isinstance(data, dict) else None
             if isinstance(endpoint, str) and endpoint:
+                check_url(endpoint, dev_mode=dev, what="token_endpoint")
                 return endpoint
     raise DiscoveryError("no token endpoint: set SSF_RECEIVER_TOKEN_ENDPOINT or a static token")

@@ -18,13 +18,14 @@ from receiver.client import (
     retry_after_seconds,
 )
 from receiver.core import Receiver
-from receiver.discovery import DiscoveryError, discover
+from receiver.discovery import DiscoveryError, discover, discover_token_endpoint
 from receiver.reconcile import desired_config, reconcile
 from receiver.settings import ReceiverSettings
 from receiver.state import is_revoked
+from receiver.store import MemoryStore
 from ssf import uris
 from ssf.events import CredentialChange, SessionRevoked
-from ssf.stream import TRANSMITTER_SUPPLIED
+from ssf.stream import TRANSMITTER_SUPPLIED, StreamConfiguration
 from ssf.subjects import Subject
 from tests.receiver.conftest import receiver_settings, run_receiver
 from tests.receiver.fake import CLIENT_ID, CLIENT_SECRET, FakeTransmitter
@@ -60,6 +61,31 @@ async def test_discovery_requires_https_outside_dev_mode(fake: FakeTransmitter) 
             await discover(http, fake.issuer, dev_mode=False)
         with pytest.raises(DiscoveryError):
             await discover(http, fake.base + "/nope", dev_mode=True)
+
+
+async def test_a_discovered_token_endpoint_must_be_https_outside_dev_mode(fake: FakeTransmitter) -> None:
+    """The client secret goes there: an http token endpoint is refused unless in dev mode."""
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(DiscoveryError, match="token_endpoint must be an https URL"):
+            await discover_token_endpoint(http, fake.issuer, dev_mode=False)
+        assert await discover_token_endpoint(http, fake.issuer, dev_mode=True) == f"{fake.issuer}/token"
+        assert await discover_token_endpoint(http, fake.issuer) == f"{fake.issuer}/token"  # http issuer
+
+
+async def test_an_http_poll_endpoint_is_not_polled_outside_dev_mode(fake: FakeTransmitter) -> None:
+    """Every poll carries the receiver's bearer token: the transmitter's endpoint_url must be https."""
+    rcv = Receiver(
+        ReceiverSettings(database_url="memory", delivery="poll", verify_on_start=False), store=MemoryStore()
+    )
+    async with httpx.AsyncClient() as http:
+        rcv.client = await _client(fake, http)
+        rcv.stream = StreamConfiguration.model_validate(
+            fake._config("s-http", {"delivery": {"method": uris.POLL}})
+        )
+        assert rcv.stream.delivery.endpoint_url.startswith("http://")
+        await asyncio.wait_for(rcv._after_start(), timeout=5)
+    assert rcv.poller is None and "https" in (rcv.error or "")
+    assert not [u for m, u, _ in fake.requests if "/events" in u]
 
 
 async def _client(fake: FakeTransmitter, http: httpx.AsyncClient) -> TransmitterClient:
