@@ -82,7 +82,7 @@ async def test_an_http_poll_endpoint_is_not_polled_outside_dev_mode(fake: FakeTr
         rcv.stream = StreamConfiguration.model_validate(
             fake._config("s-http", {"delivery": {"method": uris.POLL}})
         )
-        assert rcv.stream.delivery.endpoint_url.startswith("http://")
+        assert (rcv.stream.delivery.endpoint_url or "").startswith("http://")
         await asyncio.wait_for(rcv._after_start(), timeout=5)
     assert rcv.poller is None and "https" in (rcv.error or "")
     assert not [u for m, u, _ in fake.requests if "/events" in u]
