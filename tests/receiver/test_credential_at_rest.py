@@ -78,6 +78,11 @@ def _sqlite_dump(db: Path) -> bytes:
     return b"\n".join(parts)
 
 
+def _raw(value: bytes | str) -> bytes:
+    """The client returns bytes (no decode_responses); its types say bytes or str."""
+    return value if isinstance(value, bytes) else value.encode()
+
+
 async def _redis_dump(url: str, ns: str) -> bytes:
     store = RedisStore(url, namespace=ns)
     parts: list[bytes] = []
@@ -87,9 +92,9 @@ async def _redis_dump(url: str, ns: str) -> bytes:
             kind = await store.redis.type(key)
             if kind == b"hash":
                 for f, v in (await store.redis.hgetall(key)).items():
-                    parts += [f, v]
+                    parts += [_raw(f), _raw(v)]
             elif kind == b"string":
-                parts.append(await store.redis.get(key))
+                parts.append(_raw(await store.redis.get(key) or b""))
     finally:
         await store.redis.aclose()
     return b"\n".join(parts)

@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,7 +143,7 @@ async def test_redis_fans_out_between_instances() -> None:
 def test_redis_backed_receivers_refuse_on_every_instance(fake: FakeTransmitter, tmp_path: Path) -> None:
     url = require_redis()
     ns = "ssf-test-" + secrets.token_hex(4)
-    common = {"redis_url": url, "redis_namespace": ns}
+    common: dict[str, Any] = {"redis_url": url, "redis_namespace": ns}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with run_receiver(fake, tmp_path / "a", **common) as one:

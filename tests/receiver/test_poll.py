@@ -83,7 +83,7 @@ class ScriptedClient:
         item = self.script.pop(0) if self.script else {"sets": {}}
         if isinstance(item, Exception):
             raise item
-        return item  # type: ignore[no-any-return]
+        return item
 
 
 def _receiver(tmp_path: Path) -> tuple[Receiver, Any]:
