@@ -279,7 +279,8 @@ class Transmitter:
     # --- subjects (SSF §8.1.3) -----------------------------------------------------------
     def add_subject(self, principal: Principal, req: AddSubjectRequest) -> None:
         with begin(self.engine) as conn:
-            self._load(conn, req.stream_id, principal.owner)
+            # the row lock queues changes of one stream's subjects (delete-then-insert below)
+            self._load(conn, req.stream_id, principal.owner, lock=True)
             self._put_subject(
                 conn, req.stream_id, req.subject, included=True, verified=req.verified is not False
             )
@@ -287,7 +288,7 @@ class Transmitter:
 
     def remove_subject(self, principal: Principal, req: RemoveSubjectRequest) -> None:
         with begin(self.engine) as conn:
-            s = self._load(conn, req.stream_id, principal.owner)
+            s = self._load(conn, req.stream_id, principal.owner, lock=True)
             if req.subject == Subject.opaque(s.stream_id):
                 raise ModelError("the stream's own subject cannot be removed")
             self._put_subject(conn, req.stream_id, req.subject, included=False, verified=True)

@@ -243,6 +243,31 @@ def test_min_verification_interval_holds_under_concurrent_requests(server_factor
         assert len(server.poll(rx, s, maxEvents=20)["sets"]) == 1
 
 
+def test_racing_adds_and_removes_of_one_subject(server: Server) -> None:
+    """Adds and removes of the same subject at once (the delete-then-insert of one raced the
+    other's insert into the unique index: 500 on PostgreSQL) each get their 200 or 204."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    rx = server.client()
+    sid = server.create(rx, {"events_requested": [SESSION_REVOKED]})["stream_id"]
+    body = {"stream_id": sid, "subject": BOB.to_dict()}
+
+    def one(i: int) -> int:
+        path = "/ssf/subjects:add" if i % 2 else "/ssf/subjects:remove"
+        with httpx.Client(timeout=15) as http:  # a connection each: really at once
+            r = http.post(server.url + path, json=body, headers={"Authorization": f"Bearer {rx}"})
+        return r.status_code
+
+    for _ in range(3):
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(one, range(12)))
+        assert sorted(codes) == [200] * 6 + [204] * 6, codes
+    server.req("POST", "/ssf/subjects:add", rx, json=body)
+    assert list(server.tx.publish(BOB, {SESSION_REVOKED: {}})) == [sid]
+
+
 def test_paused_retention_by_count(server_factory: ServerFactory) -> None:
     with server_factory(paused_max_events=2) as server:
         rx = server.client()
