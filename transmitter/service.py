@@ -203,7 +203,7 @@ class Transmitter:
 
     def delete_stream(self, principal: Principal, stream_id: str) -> None:
         with begin(self.engine) as conn:
-            self._load(conn, stream_id, principal.owner)
+            self._load(conn, stream_id, principal.owner, lock=True)  # after changes in flight
             outbox.purge_stream(conn, stream_id)
             conn.execute(stream_t.delete().where(stream_t.c.stream_id == stream_id))
         self._notify([stream_id])

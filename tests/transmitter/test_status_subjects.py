@@ -268,6 +268,38 @@ def test_racing_adds_and_removes_of_one_subject(server: Server) -> None:
     assert list(server.tx.publish(BOB, {SESSION_REVOKED: {}})) == [sid]
 
 
+def test_a_deleted_stream_keeps_no_subjects_added_while_it_was_deleted(server: Server) -> None:
+    """Subject adds racing the stream's DELETE either land before it (and go with the stream)
+    or get 404; none leaves a row behind for the deleted stream."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from sqlalchemy import func, select
+
+    from transmitter.db import subject_t
+
+    rx = server.client()
+    auth = {"Authorization": f"Bearer {rx}"}
+    for _ in range(4):
+        sid = server.create(rx, {})["stream_id"]
+
+        def one(i: int, sid: str = sid) -> int:
+            with httpx.Client(timeout=15) as http:
+                if i == 4:
+                    return http.delete(
+                        server.url + "/ssf/streams", params={"stream_id": sid}, headers=auth
+                    ).status_code
+                body = {"stream_id": sid, "subject": {"format": "opaque", "id": f"u{i}"}}
+                return http.post(server.url + "/ssf/subjects:add", json=body, headers=auth).status_code
+
+        with ThreadPoolExecutor(10) as pool:
+            codes = list(pool.map(one, range(10)))
+        assert codes[4] == 204 and all(c in (200, 404) for c in codes[:4] + codes[5:]), codes
+        with server.tx.engine.connect() as conn:
+            left = conn.execute(select(func.count()).where(subject_t.c.stream_id == sid)).scalar_one()
+        assert left == 0
+
+
 def test_paused_retention_by_count(server_factory: ServerFactory) -> None:
     with server_factory(paused_max_events=2) as server:
         rx = server.client()
