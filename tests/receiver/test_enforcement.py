@@ -246,6 +246,24 @@ def test_complex_user_session_subject_refuses_that_session(rcv: Running) -> None
     assert rcv.whoami(other).status_code == 200
 
 
+def test_a_tenant_subject_cuts_off_that_tenants_older_tokens(rcv: Running) -> None:
+    """A complex subject naming only a tenant: every token of that tenant (``tenant`` or
+    ``tid``) issued by the event time is refused; other tenants' and tenantless tokens are not."""
+    fake = rcv.fake
+    now = int(time.time())
+    by_tenant = fake.mint("ten-a", iat=now - 20, tenant="acme")
+    by_tid = fake.mint("ten-b", iat=now - 20, tid="acme")
+    other = fake.mint("ten-c", iat=now - 20, tid="globex")
+    no_tenant = fake.mint("ten-d", iat=now - 20)
+    for token in (by_tenant, by_tid, other, no_tenant):
+        assert rcv.whoami(token).status_code == 200
+    event = SessionRevoked(event_timestamp=now - 10)
+    assert rcv.push(fake.sign(Subject.complex(tenant=Subject.opaque("acme")), event)).status_code == 202
+    assert rcv.whoami(by_tenant).status_code == 401 and rcv.whoami(by_tid).status_code == 401
+    assert rcv.whoami(other).status_code == 200 and rcv.whoami(no_tenant).status_code == 200
+    assert rcv.whoami(fake.mint("ten-a", tenant="acme")).status_code == 200  # issued after
+
+
 def test_token_claims_change_replaces_cached_claims(rcv: Running) -> None:
     fake = rcv.fake
     token = fake.mint("gina", role="admin")
