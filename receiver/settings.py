@@ -162,6 +162,14 @@ class ReceiverSettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _out_of_band_is_push(self) -> ReceiverSettings:
+        if self.out_of_band and self.delivery == "poll":
+            # Nothing would ever poll: the poll loop needs the stream's endpoint_url and a
+            # management token, which an out-of-band stream does not give the receiver.
+            raise ValueError("OUT_OF_BAND streams are received by push: set DELIVERY=push")
+        return self
+
     @property
     def effective_state_retention(self) -> int:
         """How long revocation entries are kept (see ``state_retention``)."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from receiver.client import (
     ClientCredentials,
@@ -274,6 +275,13 @@ def test_out_of_band_only_discovers_and_accepts(fake: FakeTransmitter, tmp_path:
         resp = rcv.push(fake.sign(Subject.opaque("oob-1"), SessionRevoked()), auth=None)
         assert resp.status_code == 202
         assert is_revoked(rcv.receiver.state.cutoffs["o:oob-1"])
+
+
+def test_an_out_of_band_poll_stream_is_a_configuration_error() -> None:
+    """Out of band there is no management client, so no poll loop: said at start, not ignored."""
+    with pytest.raises(ValidationError, match="OUT_OF_BAND"):
+        ReceiverSettings(database_url="memory", out_of_band=True, delivery="poll")
+    assert ReceiverSettings(database_url="memory", out_of_band=True).delivery == "push"
 
 
 def test_restart_reuses_the_stored_stream(fake: FakeTransmitter, tmp_path: Path) -> None:
