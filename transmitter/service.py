@@ -90,7 +90,8 @@ class Transmitter:
     def _load(self, conn: Connection, stream_id: str, owner: str | None, *, lock: bool = False) -> Stream:
         """``lock``: for a read-modify-write, hold the row (PostgreSQL ``FOR UPDATE``) so that
         concurrent changes of one stream apply one after the other; SQLite transactions are
-        serialized already."""
+        serialized already. Only where no outbox row is changed after it: the push worker
+        takes outbox rows, then the stream row (status changes keep that order, unlocked)."""
         if not storable(stream_id):
             raise NotFound("no stream with that stream_id")
         q = select(stream_t).where(stream_t.c.stream_id == stream_id)
@@ -203,9 +204,13 @@ class Transmitter:
 
     def delete_stream(self, principal: Principal, stream_id: str) -> None:
         with begin(self.engine) as conn:
-            self._load(conn, stream_id, principal.owner, lock=True)  # after changes in flight
-            outbox.purge_stream(conn, stream_id)
+            self._load(conn, stream_id, principal.owner)
+            # Rows in the order every transaction takes them (outbox, stream, subjects; the push
+            # worker records a failure outbox-then-stream): no deadlock. Deleting the stream row
+            # waits for a subject change in flight, so its subject rows are gone with the rest.
+            conn.execute(outbox_t.delete().where(outbox_t.c.stream_id == stream_id))
             conn.execute(stream_t.delete().where(stream_t.c.stream_id == stream_id))
+            conn.execute(subject_t.delete().where(subject_t.c.stream_id == stream_id))
         self._notify([stream_id])
 
     # --- status (SSF §8.1.2, §8.1.5) -----------------------------------------------------
@@ -220,7 +225,7 @@ class Transmitter:
     ) -> dict[str, Any]:
         """A receiver's own change: applied at once, no stream-updated event (SSF §8.1.2.2)."""
         with begin(self.engine) as conn:
-            s = self._load(conn, stream_id, principal.owner, lock=True)
+            s = self._load(conn, stream_id, principal.owner)
             self._apply_status(conn, s, status, reason, notify_receiver=False)
             self._touch(conn, stream_id, time.time())
         self._notify([stream_id])
@@ -232,7 +237,7 @@ class Transmitter:
         if status not in ("enabled", "paused", "disabled"):
             raise ModelError("status must be enabled, paused or disabled")
         with begin(self.engine) as conn:
-            s = self._load(conn, stream_id, None, lock=True)
+            s = self._load(conn, stream_id, None)
             self._apply_status(conn, s, status, reason, notify_receiver=True)
         self._notify([stream_id])
         return _status_body(s)
