@@ -305,7 +305,7 @@ class Authenticator:
         if not isinstance(exp, int | float) or exp <= time.time():
             raise AuthError(401, "invalid_token", "the access token has expired")
         owner = c.get("client_id") or c.get("azp") or c.get("sub")
-        if not isinstance(owner, str) or not owner:
+        if not isinstance(owner, str) or not owner or not storable(owner):
             raise AuthError(401, "invalid_token", "the access token names no client")
         raw = c.get("scope", c.get("scp", ""))
         scopes = frozenset(raw.split() if isinstance(raw, str) else [str(x) for x in raw or []])

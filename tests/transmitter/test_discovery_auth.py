@@ -145,12 +145,13 @@ def test_external_authorization_server_tokens(tmp_path: Path, db_config: dict[st
         exp: int = 600,
         iss: str = "https://as.example",
         signer: RSAKey = key,
+        client_id: str = "ext-rx",
     ) -> str:
         now = int(time.time())
         claims = {
             "iss": iss,
             "aud": aud,
-            "client_id": "ext-rx",
+            "client_id": client_id,
             "scope": scope,
             "iat": now,
             "exp": now + exp,
@@ -176,6 +177,8 @@ def test_external_authorization_server_tokens(tmp_path: Path, db_config: dict[st
             assert srv.req("GET", "/ssf/streams", token(exp=-10)).status_code == 401
             assert srv.req("POST", "/ssf/streams", token(scope="ssf.read"), json={}).status_code == 403
             assert srv.req("GET", "/ssf/streams", token(iss="https://evil.example")).status_code == 401
+            # a client id no stream owner can have (PostgreSQL text holds no NUL): 401, not 500
+            assert srv.req("GET", "/ssf/streams", token(client_id="ext\u0000rx")).status_code == 401
             forged = token(signer=RSAKey.generate_key(2048, parameters={"kid": "as1"}))
             r = srv.req("GET", "/ssf/streams", forged)  # the AS's kid, another key
             assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
