@@ -106,7 +106,8 @@ class ReceiverSettings(BaseSettings):
     )
 
     # --- access tokens at the protected resource -------------------------------------
-    #: RFC 9068 JWT access tokens: the authorization server's issuer, JWKS and audience.
+    #: RFC 9068 JWT access tokens: the authorization server's issuer, JWKS and audience (this
+    #: API's identifier, required with the JWKS).
     token_issuer: str | None = None
     token_jwks_url: str | None = None
     token_audience: str | None = None
@@ -160,6 +161,14 @@ class ReceiverSettings(BaseSettings):
                 f"STATE_RETENTION ({self.state_retention}) must be at least TOKEN_MAX_LIFETIME + "
                 f"TOKEN_LEEWAY ({floor}): a shorter one forgets revocations of live tokens"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _jwt_tokens_need_an_audience(self) -> ReceiverSettings:
+        if self.token_issuer and self.token_jwks_url and not self.token_audience:
+            # RFC 9068 §4: the resource server MUST check that ``aud`` names it; without one,
+            # a token the authorization server issued for any other API would be accepted.
+            raise ValueError("TOKEN_AUDIENCE is required with TOKEN_JWKS_URL (RFC 9068 §4: check aud)")
         return self
 
     @model_validator(mode="after")

@@ -277,6 +277,24 @@ def test_out_of_band_only_discovers_and_accepts(fake: FakeTransmitter, tmp_path:
         assert is_revoked(rcv.receiver.state.cutoffs["o:oob-1"])
 
 
+def test_jwt_access_tokens_need_an_audience_to_check() -> None:
+    """RFC 9068 §4: without TOKEN_AUDIENCE a token issued for any other API would pass."""
+    jwt: dict[str, Any] = {
+        "database_url": "memory",
+        "token_issuer": "https://as.example",
+        "token_jwks_url": "https://as.example/j",
+    }
+    with pytest.raises(ValidationError, match="TOKEN_AUDIENCE"):
+        ReceiverSettings(**jwt)
+    assert (
+        ReceiverSettings(**jwt, token_audience="https://api.example").token_audience == "https://api.example"
+    )
+    assert (
+        ReceiverSettings(database_url="memory", introspection_url="https://as.example/i").token_audience
+        is None
+    )
+
+
 def test_an_out_of_band_poll_stream_is_a_configuration_error() -> None:
     """Out of band there is no management client, so no poll loop: said at start, not ignored."""
     with pytest.raises(ValidationError, match="OUT_OF_BAND"):
