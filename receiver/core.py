@@ -310,6 +310,7 @@ class Receiver:
                     else None
                 ),
                 issuer=s.token_issuer,
+                audience=s.token_audience,
                 ttl=s.introspection_ttl,
                 negative_ttl=s.introspection_negative_ttl,
                 max_lifetime=s.token_max_lifetime,

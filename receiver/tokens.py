@@ -326,12 +326,14 @@ class IntrospectionValidator:
         client_id: str | None = None,
         client_secret: str | None = None,
         issuer: str | None = None,
+        audience: str | None = None,
         ttl: float = 60.0,
         negative_ttl: float = 5.0,
         max_lifetime: float | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
+        self.audience = audience
         self.max_lifetime = max_lifetime
         self.http = http
         self.auth = httpx.BasicAuth(client_id, client_secret or "") if client_id else None
@@ -361,7 +363,7 @@ class IntrospectionValidator:
         except ValueError:
             raise TokenUnavailable("introspection answer is not JSON") from None
         now = self.now()
-        if not isinstance(body, dict) or body.get("active") is not True:
+        if not isinstance(body, dict) or body.get("active") is not True or not self._for_us(body):
             entry = make_entry(token, {}, kind="introspection", valid_until=now + self.negative_ttl)
             entry.active = False
             return entry
@@ -375,6 +377,13 @@ class IntrospectionValidator:
         return make_entry(
             token, claims, kind="introspection", valid_until=until, max_lifetime=self.max_lifetime, now=now
         )
+
+    def _for_us(self, answer: dict[str, Any]) -> bool:
+        """RFC 7662 §2.2: an answer naming its ``aud`` must name this API (when one is set)."""
+        aud = answer.get("aud")
+        if self.audience is None or aud is None:
+            return True
+        return self.audience in ([aud] if isinstance(aud, str) else aud if isinstance(aud, list) else [])
 
 
 class CompositeValidator:

@@ -34,7 +34,7 @@ from ssf.events.risc import (
 from ssf.keys import generate_signing_key
 from ssf.subjects import Subject
 from tests.receiver.conftest import Running, run_receiver
-from tests.receiver.fake import FakeTransmitter
+from tests.receiver.fake import AUDIENCE, FakeTransmitter
 
 
 def _user(rcv: Running, sub: str = "alice") -> Subject:
@@ -456,6 +456,26 @@ def test_introspection_answers_are_kept_for_their_ttl_only(fake: FakeTransmitter
         fake.introspected[token]["active"] = True
         time.sleep(0.5)
         assert rcv.whoami(token).status_code == 200 and fake.introspection_calls == 3
+
+
+def test_an_introspected_token_for_another_audience_is_refused(fake: FakeTransmitter, tmp_path: Path) -> None:
+    with run_receiver(
+        fake,
+        tmp_path,
+        token_jwks_url=None,
+        verify_on_start=False,
+        introspection_url=fake.base + "/as/introspect",
+        introspection_client_id="rs",
+        introspection_client_secret="rs-secret",
+    ) as rcv:
+        assert rcv.receiver.settings.token_audience == AUDIENCE
+        assert rcv.whoami(fake.opaque_token("aud-a", aud="https://other-api.example")).status_code == 401
+        assert (
+            rcv.whoami(fake.opaque_token("aud-b", aud=["https://other-api.example", AUDIENCE])).status_code
+            == 200
+        )
+        assert rcv.whoami(fake.opaque_token("aud-c", aud=AUDIENCE)).status_code == 200
+        assert rcv.whoami(fake.opaque_token("aud-d")).status_code == 200  # the answer names none
 
 
 def test_websocket_handshakes_are_judged_too(rcv: Running) -> None:
