@@ -159,6 +159,19 @@ def make_entry(
     )
 
 
+#: Claims that tie a token to a session, device, tenant or user the events name: one of the
+#: wrong type would leave the token out of that subject's revocations, so it is refused.
+_SUBJECT_CLAIMS = ("sid", "device_id", "tenant", "tid", "email")
+
+
+def _malformed_subject_claim(claims: dict[str, Any]) -> str | None:
+    for name in _SUBJECT_CLAIMS:
+        value = claims.get(name)
+        if value is not None and not (isinstance(value, str) and value):
+            return name
+    return None
+
+
 def _num(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -313,6 +326,8 @@ class JWTAccessTokenValidator:
             raise TokenInvalid("token iat invalid")
         if not isinstance(claims.get("sub"), str):
             raise TokenInvalid("token has no subject")
+        if (name := _malformed_subject_claim(claims)) is not None:
+            raise TokenInvalid(f"token claim {name} is not a non-empty string")
 
 
 class IntrospectionValidator:
@@ -363,7 +378,12 @@ class IntrospectionValidator:
         except ValueError:
             raise TokenUnavailable("introspection answer is not JSON") from None
         now = self.now()
-        if not isinstance(body, dict) or body.get("active") is not True or not self._for_us(body):
+        if (
+            not isinstance(body, dict)
+            or body.get("active") is not True
+            or not self._for_us(body)
+            or _malformed_subject_claim(body) is not None
+        ):
             entry = make_entry(token, {}, kind="introspection", valid_until=now + self.negative_ttl)
             entry.active = False
             return entry

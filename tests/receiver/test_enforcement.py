@@ -406,6 +406,19 @@ def test_access_tokens_follow_the_authorization_servers_key_rotation_at_a_bounde
         assert rcv.whoami(other_issuer).status_code == 401
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [{"sid": 123}, {"sid": ""}, {"device_id": ["d1"]}, {"tenant": {"id": "t"}}, {"tid": 7}, {"email": 1}],
+)
+def test_a_token_with_a_subject_claim_of_the_wrong_type_is_refused(
+    rcv: Running, claims: dict[str, Any]
+) -> None:
+    # Taken as absent, such a claim would leave the token out of its session's, device's or
+    # tenant's revocations: fail closed.
+    assert rcv.whoami(rcv.fake.mint("typed", **claims)).status_code == 401
+    assert rcv.whoami(rcv.fake.mint("typed", sid="s-ok", device_id="d-ok", tid="t-ok")).status_code == 200
+
+
 def test_policy_allow_constant_is_an_allow() -> None:
     assert ALLOW.allow and not Decision.deny("x").allow
 
@@ -476,6 +489,7 @@ def test_an_introspected_token_for_another_audience_is_refused(fake: FakeTransmi
         )
         assert rcv.whoami(fake.opaque_token("aud-c", aud=AUDIENCE)).status_code == 200
         assert rcv.whoami(fake.opaque_token("aud-d")).status_code == 200  # the answer names none
+        assert rcv.whoami(fake.opaque_token("typed", sid=42)).status_code == 401  # as for JWTs
 
 
 def test_websocket_handshakes_are_judged_too(rcv: Running) -> None:
