@@ -128,7 +128,8 @@ def build_router(tx: Transmitter) -> APIRouter:
 
     @router.get(ipath + "/jwks.json")
     async def jwks() -> JSONResponse:
-        return JSONResponse(tx.keys.jwks(), headers={"Cache-Control": "max-age=60"})
+        keys = await run_in_threadpool(tx.keys.current_jwks)
+        return JSONResponse(keys, headers={"Cache-Control": "max-age=60"})
 
     @router.post(ipath + "/oauth/token")
     async def token(request: Request) -> JSONResponse:

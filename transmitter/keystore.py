@@ -87,6 +87,19 @@ class KeyStore:
         with self._lock:
             return self._jwks
 
+    def current_jwks(self) -> dict[str, Any]:
+        """The JWKS as the database holds it now (the served one): another instance on the
+        same database may have rotated and be signing with its new key already, which this
+        one would otherwise publish only at its next reload. One read of the kids; the keys
+        are loaded again only when those differ."""
+        with begin(self._engine) as conn:
+            stored = {(r.kid, r.retired_at) for r in conn.execute(select(key_t.c.kid, key_t.c.retired_at))}
+        with self._lock:
+            loaded = {(k.kid, k.retired_at) for k in self._keys.keys}
+        if stored != loaded:
+            self.reload()
+        return self.jwks()
+
     def all(self) -> list[SigningKey]:
         with self._lock:
             return list(self._keys.keys)

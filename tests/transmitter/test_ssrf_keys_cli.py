@@ -152,6 +152,22 @@ def test_scheduled_rotation(server_factory: ServerFactory) -> None:
         assert first in kids and len(kids) >= 2
 
 
+def test_the_served_jwks_has_a_key_another_instance_rotated_in(server: Server) -> None:
+    """Instances share one database: a SET signed by the instance that rotated must verify
+    against the JWKS whichever instance serves it, before that one's next reload."""
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    other = Transmitter(server.tx.settings)
+    try:
+        new = other.keys.rotate()
+        other.publish(Subject.email("b@example.com"), {SESSION_REVOKED: {}})
+        (token,) = server.poll(rx, s)["sets"].values()
+        assert decode_unverified(token)[0]["kid"] == new.kid
+        assert server.verifier().verify(token)  # the JWKS this instance serves has the new key
+    finally:
+        other.close()
+
+
 def test_scheduled_rotation_runs_once_per_interval_across_instances(
     tmp_path: Path, db_config: dict[str, Any]
 ) -> None:
