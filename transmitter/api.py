@@ -35,7 +35,7 @@ from ssf.stream import (
 from transmitter.auth import MANAGE, PUBLISH, READ, AuthError, NeedsIO, Principal
 from transmitter.errors import PayloadTooLarge, TooManyRequests
 from transmitter.group_publish import GroupPublisher
-from transmitter.limits import RateLimiter, check_json_depth
+from transmitter.limits import RateLimiter, check_json
 from transmitter.offload import Offload
 from transmitter.service import Transmitter
 
@@ -270,7 +270,7 @@ async def authenticate(
 
 async def read_json(request: Request, limit: int, max_depth: int) -> Any:
     data = load_json(await read_body(request, limit))
-    check_json_depth(data, max_depth)
+    check_json(data, max_depth)
     return data
 
 
@@ -295,7 +295,7 @@ def hot_routes(tx: Transmitter, offload: Offload) -> list[Route]:
         stream_id: str = request.path_params["stream_id"]
         raw = await read_body(request, limit)
         data = load_json(raw) if raw.strip() else {}
-        check_json_depth(data, s.max_json_depth)
+        check_json(data, s.max_json_depth)
         req = _strict(PollRequest, data)
         sets, more = await long_poll(principal, stream_id, req)
         body: dict[str, Any] = {"sets": sets}

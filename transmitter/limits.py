@@ -11,7 +11,7 @@ from typing import Any
 from ssf.errors import ModelError
 from transmitter.errors import TooManyRequests
 
-__all__ = ["RateLimiter", "check_json_depth"]
+__all__ = ["RateLimiter", "check_json"]
 
 
 class RateLimiter:
@@ -48,7 +48,7 @@ class RateLimiter:
             raise TooManyRequests(f"too many {what}; retry later", max(1, math.ceil(wait)))
 
 
-def check_json_depth(value: Any, limit: int) -> None:
+def check_json(value: Any, limit: int) -> None:
     """Raise :class:`ModelError` (400) when ``value`` nests arrays/objects deeper than ``limit``,
     holds a string that is not Unicode text or holds NUL, or a NaN or infinite number.
 
