@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -71,6 +72,10 @@ class Transmitter:
         self._announcer = (
             PgAnnouncer(self.engine, self.settings, self.origin) if self.settings.is_postgres else None
         )
+        #: Streams this object deleted, and when: maintenance deletes their outbox rows again
+        #: for a while (see :meth:`delete_stream`).
+        self._deleted: dict[str, float] = {}
+        self._deleted_lock = threading.Lock()
 
     def _notify(self, ids: Iterable[str]) -> None:
         """After a commit: wake local waiters, and on PostgreSQL the other instances."""
@@ -211,6 +216,10 @@ class Transmitter:
             conn.execute(outbox_t.delete().where(outbox_t.c.stream_id == stream_id))
             conn.execute(stream_t.delete().where(stream_t.c.stream_id == stream_id))
             conn.execute(subject_t.delete().where(subject_t.c.stream_id == stream_id))
+        # A publish that routed to the stream before this commit may insert its SETs after it;
+        # nothing would ever deliver or remove them. Maintenance deletes them on its next runs.
+        with self._deleted_lock:
+            self._deleted[stream_id] = time.time()
         self._notify([stream_id])
 
     # --- status (SSF §8.1.2, §8.1.5) -----------------------------------------------------
@@ -492,6 +501,14 @@ class Transmitter:
                         outbox_t.c.done_at < now - self.settings.outbox_keep_seconds,
                     )
                 )
+            with self._deleted_lock:
+                deleted = list(self._deleted)
+                # a publish transaction that raced the delete is long over after a minute
+                for sid, at in list(self._deleted.items()):
+                    if at < now - _DELETED_STREAM_SWEEP_SECONDS:
+                        del self._deleted[sid]
+            if deleted:
+                conn.execute(outbox_t.delete().where(outbox_t.c.stream_id.in_(deleted)))
         for r in idle:
             if r.last_activity + r.inactivity_timeout < now:
                 self.set_status(r.stream_id, self.settings.inactivity_action, "inactivity timeout")
@@ -519,6 +536,9 @@ class Transmitter:
 
 
 _OWNER_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('ssf_stream_owner:' || :owner))")
+#: How long maintenance keeps deleting outbox rows of a stream this process deleted.
+_DELETED_STREAM_SWEEP_SECONDS = 60.0
+
 _POLL_STREAM_SQL = {
     m: f"SELECT method, status FROM {stream_t.name} WHERE stream_id = {m} AND owner = {m}"
     for m in ("?", "%s")  # sqlite3, psycopg

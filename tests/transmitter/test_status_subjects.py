@@ -394,3 +394,35 @@ def test_inactivity_disables_with_notice_and_management_calls_reset_the_timer(
             "reason": "inactivity timeout",
         }
         assert held not in sets  # a disabled stream keeps nothing
+
+
+def test_sets_a_publish_writes_for_a_stream_deleted_meanwhile_are_swept(server: Server) -> None:
+    """A publish routes before the DELETE commits and inserts after it (the interleaving is
+    made here by writing that publish's rows after the DELETE): its SETs for the gone stream
+    would stay pending forever. Maintenance deletes them."""
+    from sqlalchemy import func, select
+
+    from ssf.events import SessionRevoked
+    from transmitter import outbox
+    from transmitter.db import begin, outbox_t
+
+    rx = server.client()
+    sid = server.create(rx, {"events_requested": [SESSION_REVOKED]})["stream_id"]
+    assert server.req("DELETE", "/ssf/streams", rx, params={"stream_id": sid}).status_code == 204
+    row = outbox.build(
+        issuer=server.url,
+        key=server.tx.keys.active,
+        stream_id=sid,
+        aud="https://rx.example",
+        subject=BOB,
+        event_type=SessionRevoked.event_type,
+        event=SessionRevoked(),
+    )
+    with begin(server.tx.engine) as conn:
+        outbox.insert(conn, [row])
+
+    def left() -> int:
+        with server.tx.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(outbox_t.c.stream_id == sid)).scalar_one())
+
+    wait_until(lambda: left() == 0, timeout=10)  # maintenance runs every 0.3 s here
