@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from ssf.events.base import Event
@@ -23,7 +23,7 @@ from ssf.set import SecurityEventToken, sign_set
 from ssf.subjects import Subject, parse_subject, subject_matches
 from transmitter.db import DELIVERED, EXPIRED, PENDING, REJECTED, outbox_t, stream_t, subject_t
 
-__all__ = ["ack", "enqueue", "expire", "purge_stream", "reject", "route", "select_for_poll", "trim_paused"]
+__all__ = ["ack", "enqueue", "expire", "reject", "route", "select_for_poll", "trim_paused"]
 
 
 def build(
@@ -255,8 +255,3 @@ def reject(conn: Connection, stream_id: str, errors: dict[str, dict[str, str]], 
             .where(outbox_t.c.stream_id == stream_id, outbox_t.c.jti == jti, outbox_t.c.state == PENDING)
             .values(state=REJECTED, last_error=json.dumps(err), done_at=now)
         )
-
-
-def purge_stream(conn: Connection, stream_id: str) -> None:
-    conn.execute(delete(outbox_t).where(outbox_t.c.stream_id == stream_id))
-    conn.execute(delete(subject_t).where(subject_t.c.stream_id == stream_id))
