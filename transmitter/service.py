@@ -19,7 +19,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from ssf import uris
 from ssf.errors import InvalidEvent, InvalidRequest, ModelError, SSFError
-from ssf.events import EVENT_MODELS, SSF_EVENTS, StreamUpdated, Verification, parse_event
+from ssf.events import (
+    EVENT_MODELS,
+    SSF_EVENTS,
+    CredentialChange,
+    SessionRevoked,
+    StreamUpdated,
+    Verification,
+    parse_event,
+)
 from ssf.poll import PollRequest
 from ssf.stream import AddSubjectRequest, RemoveSubjectRequest, StreamRequest
 from ssf.subjects import Subject, parse_subject
@@ -570,4 +578,15 @@ def _validate_publish(subject: object, events: object, txn: object) -> tuple[Sub
     allowed = type(event).subject_formats
     if allowed is not None and sub.format not in allowed:
         raise InvalidEvent(f"event '{event_type}' needs a subject of format {sorted(allowed)}")
+    default_reason = _DEFAULT_REASON_ADMIN.get(type(event))
+    if default_reason is not None and not getattr(event, "reason_admin", None):
+        event = event.model_copy(update={"reason_admin": {"en": default_reason}})
     return sub, event_type, event, txn
+
+
+#: CAEP interoperability profile: the transmitter MUST populate ``reason_admin`` on these. The
+#: identity provider's own text goes out when it gives one; otherwise this plain statement.
+_DEFAULT_REASON_ADMIN: dict[type, str] = {
+    SessionRevoked: "Session revoked by the identity provider",
+    CredentialChange: "Credential changed at the identity provider",
+}

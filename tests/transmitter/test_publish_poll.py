@@ -59,6 +59,21 @@ def test_publish_routes_signs_per_audience_and_polls(server: Server) -> None:
     assert server.poll(rx2, s3)["sets"] == {}
 
 
+def test_session_revoked_and_credential_change_always_carry_reason_admin(server: Server) -> None:
+    """CAEP interoperability profile: the transmitter MUST populate ``reason_admin`` on these
+    two; the identity provider's own text wins when it gives one."""
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED, CREDENTIAL_CHANGE]})
+    pub = server.publisher()
+    change = {"credential_type": "password", "change_type": "update"}
+    publish(server, pub)
+    publish(server, pub, event=CREDENTIAL_CHANGE, payload=change)
+    publish(server, pub, payload={"reason_admin": {"de": "Sitzung beendet"}})
+    got = server.poll(rx, s)["sets"].values()
+    reasons = [server.verifier().verify(t).event.payload()["reason_admin"] for t in got]
+    assert all(r.get("en") for r in reasons[:2]) and reasons[2] == {"de": "Sitzung beendet"}
+
+
 BAD_PUBLISH_IS_400_NAMING_THE_PROBLEM_CASES: list[Any] = [
     ({"subject": {"format": "email"}, "events": {SESSION_REVOKED: {}}}, "email"),
     ({"subject": ALICE, "events": {}}, "exactly one"),
