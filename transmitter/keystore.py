@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from ssf.keys import KeySet, SigningKey, generate_signing_key, load_signing_key
 from transmitter.db import PENDING, begin, key_t, outbox_t, stream_t
@@ -91,13 +92,18 @@ class KeyStore:
         """The JWKS as the database holds it now (the served one): another instance on the
         same database may have rotated and be signing with its new key already, which this
         one would otherwise publish only at its next reload. One read of the kids; the keys
-        are loaded again only when those differ."""
-        with begin(self._engine) as conn:
-            stored = {(r.kid, r.retired_at) for r in conn.execute(select(key_t.c.kid, key_t.c.retired_at))}
-        with self._lock:
-            loaded = {(k.kid, k.retired_at) for k in self._keys.keys}
-        if stored != loaded:
-            self.reload()
+        are loaded again only when those differ. With the database unreachable, the keys
+        loaded last (verifying SETs needs no database)."""
+        try:
+            with begin(self._engine) as conn:
+                rows = conn.execute(select(key_t.c.kid, key_t.c.retired_at)).all()
+            stored = {(r.kid, r.retired_at) for r in rows}
+            with self._lock:
+                loaded = {(k.kid, k.retired_at) for k in self._keys.keys}
+            if stored != loaded:
+                self.reload()
+        except SQLAlchemyError:
+            pass
         return self.jwks()
 
     def all(self) -> list[SigningKey]:
