@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -423,16 +424,22 @@ def test_policy_allow_constant_is_an_allow() -> None:
     assert ALLOW.allow and not Decision.deny("x").allow
 
 
+def _introspecting(
+    fake: FakeTransmitter, tmp_path: Path, **over: Any
+) -> contextlib.AbstractContextManager[Running]:
+    """A receiver that checks opaque tokens at the fake AS's introspection endpoint."""
+    values: dict[str, Any] = {
+        "token_jwks_url": None,
+        "introspection_url": fake.base + "/as/introspect",
+        "introspection_client_id": "rs",
+        "introspection_client_secret": "rs-secret",
+        **over,
+    }
+    return run_receiver(fake, tmp_path, **values)
+
+
 def test_introspection_tokens(fake: FakeTransmitter, tmp_path: Path) -> None:
-    with run_receiver(
-        fake,
-        tmp_path,
-        token_jwks_url=None,
-        introspection_url=fake.base + "/as/introspect",
-        introspection_client_id="rs",
-        introspection_client_secret="rs-secret",
-        introspection_ttl=60,
-    ) as rcv:
+    with _introspecting(fake, tmp_path, introspection_ttl=60) as rcv:
         rcv.wait(lambda: bool(rcv.receiver.verified_states), "verification")
         token = fake.opaque_token("lena", sid="ls-1")
         assert rcv.whoami(token).status_code == 200
@@ -448,16 +455,8 @@ def test_introspection_tokens(fake: FakeTransmitter, tmp_path: Path) -> None:
 def test_introspection_answers_are_kept_for_their_ttl_only(fake: FakeTransmitter, tmp_path: Path) -> None:
     """An active answer is reused for INTROSPECTION_TTL, an inactive one for the negative TTL;
     past them the AS is asked again and its new answer holds."""
-    with run_receiver(
-        fake,
-        tmp_path,
-        token_jwks_url=None,
-        verify_on_start=False,
-        introspection_url=fake.base + "/as/introspect",
-        introspection_client_id="rs",
-        introspection_client_secret="rs-secret",
-        introspection_ttl=2.0,
-        introspection_negative_ttl=1.2,
+    with _introspecting(
+        fake, tmp_path, verify_on_start=False, introspection_ttl=2.0, introspection_negative_ttl=1.2
     ) as rcv:
         token = fake.opaque_token("tina")
         assert rcv.whoami(token).status_code == 200
@@ -472,15 +471,7 @@ def test_introspection_answers_are_kept_for_their_ttl_only(fake: FakeTransmitter
 
 
 def test_an_introspected_token_for_another_audience_is_refused(fake: FakeTransmitter, tmp_path: Path) -> None:
-    with run_receiver(
-        fake,
-        tmp_path,
-        token_jwks_url=None,
-        verify_on_start=False,
-        introspection_url=fake.base + "/as/introspect",
-        introspection_client_id="rs",
-        introspection_client_secret="rs-secret",
-    ) as rcv:
+    with _introspecting(fake, tmp_path, verify_on_start=False) as rcv:
         assert rcv.receiver.settings.token_audience == AUDIENCE
         assert rcv.whoami(fake.opaque_token("aud-a", aud="https://other-api.example")).status_code == 401
         assert (
