@@ -89,6 +89,17 @@ async def test_an_http_poll_endpoint_is_not_polled_outside_dev_mode(fake: FakeTr
     assert not [u for m, u, _ in fake.requests if "/events" in u]
 
 
+def _poll_config() -> dict[str, Any]:
+    """A poll stream for session-revoked, as reconcile would ask for it."""
+    return desired_config(
+        events=[SessionRevoked.event_type],
+        delivery="poll",
+        push_url=None,
+        push_authorization=None,
+        description="t",
+    )
+
+
 async def _client(fake: FakeTransmitter, http: httpx.AsyncClient) -> TransmitterClient:
     meta = await discover(http, fake.issuer, dev_mode=True)
     creds = ClientCredentials(http, f"{fake.issuer}/token", CLIENT_ID, CLIENT_SECRET, "ssf.read ssf.manage")
@@ -98,13 +109,7 @@ async def _client(fake: FakeTransmitter, http: httpx.AsyncClient) -> Transmitter
 async def test_the_whole_management_api(fake: FakeTransmitter) -> None:
     async with httpx.AsyncClient() as http:
         client = await _client(fake, http)
-        desired = desired_config(
-            events=[SessionRevoked.event_type],
-            delivery="poll",
-            push_url=None,
-            push_authorization=None,
-            description="t",
-        )
+        desired = _poll_config()
         cfg = await client.create(desired)
         sid = cfg.stream_id
         assert (await client.read(sid)) == cfg
@@ -146,13 +151,7 @@ async def test_transmitter_supplied_properties_are_never_sent(fake: FakeTransmit
     does), but a PATCH and PUT name the stream."""
     async with httpx.AsyncClient() as http:
         client = await _client(fake, http)
-        desired = desired_config(
-            events=[SessionRevoked.event_type],
-            delivery="poll",
-            push_url=None,
-            push_authorization=None,
-            description="t",
-        )
+        desired = _poll_config()
         full = (await client.create(desired)).to_json()
         sid = full["stream_id"]
         assert {"iss", "aud", "events_supported", "events_delivered"} <= set(full)
