@@ -204,15 +204,18 @@ def _stored_keys(store: SQLStore) -> set[str]:
         return {k for (k,) in conn.execute(sqlalchemy.text("SELECT key FROM ssf_receiver_subject"))}
 
 
+def _pruning_store(backend: str, sql_url: str) -> StateStore:
+    """The SQL store on ``sql_url``, or a Redis one (once: on the SQLite run only)."""
+    if backend == "sql":
+        return SQLStore(sql_url)
+    if not sql_url.startswith("sqlite"):
+        pytest.skip("one Redis run is enough")
+    return RedisStore(require_redis(), namespace="ssf-test-" + secrets.token_hex(4))
+
+
 @pytest.mark.parametrize("backend", ["sql", "redis"])
 async def test_pruning_reaches_the_store(backend: str, sql_url: str) -> None:
-    store: StateStore
-    if backend == "sql":
-        store = SQLStore(sql_url)
-    else:
-        if not sql_url.startswith("sqlite"):
-            pytest.skip("one Redis run is enough")
-        store = RedisStore(require_redis(), namespace="ssf-test-" + secrets.token_hex(4))
+    store = _pruning_store(backend, sql_url)
     rcv = Receiver(ReceiverSettings(database_url="memory"), store=store)
     await rcv.open()
     try:
@@ -521,13 +524,7 @@ async def test_pruning_runs_in_steps_and_judges_each_entry_when_its_turn_comes()
 async def test_a_pruned_complex_subject_leaves_nothing_behind(backend: str, sql_url: str) -> None:
     """A complex subject whose cutoff was its only fact goes from every in-memory index and from
     the store; one that still holds another fact keeps it (and only it)."""
-    store: StateStore
-    if backend == "sql":
-        store = SQLStore(sql_url)
-    else:
-        if not sql_url.startswith("sqlite"):
-            pytest.skip("one Redis run is enough")
-        store = RedisStore(require_redis(), namespace="ssf-test-" + secrets.token_hex(4))
+    store = _pruning_store(backend, sql_url)
     rcv = Receiver(ReceiverSettings(database_url="memory"), store=store)
     await rcv.open()
     gone = Subject.complex(user=Subject.iss_sub(ISS, "cx-gone"), session=Subject.opaque("cs-gone"))
