@@ -313,17 +313,36 @@ class DeliveryWorker:
             )
 
     def _record_failure(self, sid: str, row: Any, status: str, outcome: _Outcome) -> None:
-        """Schedule the retry (the stream's lease ends at the retry time) or pause the stream."""
+        """Schedule the retry (the stream's lease ends at the retry time) or pause the stream.
+
+        ``status`` is the one read with the batch, before the push: the pause is decided on the
+        stream as it is now, in this transaction (a receiver may have disabled or re-enabled it
+        meanwhile). Rows are taken outbox row, then stream row, as everywhere else.
+        """
         now = time.time()
         attempts = row.attempts + 1
-        first = row.first_failure_at if row.first_failure_at is not None else now
         if outcome.retry_after is not None:
             # At least what the receiver asked for (RFC 9110 §10.2.3), within our own bound.
             delay = max(self.s.retry_base_seconds, min(outcome.retry_after, self.s.retry_after_max_seconds))
         else:
             delay = min(self.s.retry_max_seconds, self.s.retry_base_seconds * 2 ** min(attempts - 1, 30))
             delay *= random.uniform(0.5, 1.0)  # jitter
+        paused = False
         with begin(self.tx.engine) as conn:
+            held = conn.execute(
+                select(outbox_t.c.first_failure_at).where(outbox_t.c.id == row.id).with_for_update()
+            ).first()
+            current = conn.execute(
+                select(stream_t.c.status, stream_t.c.failing_since)
+                .where(stream_t.c.stream_id == sid)
+                .with_for_update()
+            ).first()
+            if held is None or current is None:
+                return  # the stream (and its SETs) were deleted meanwhile
+            # The cap counts from this SET's first failure, unless the stream was (re-)enabled
+            # since, which clears failing_since: then the receiver gets a full window again.
+            fresh = current.failing_since is None or held.first_failure_at is None
+            first = now if fresh else held.first_failure_at
             conn.execute(
                 update(outbox_t)
                 .where(outbox_t.c.id == row.id)
@@ -339,9 +358,15 @@ class DeliveryWorker:
                 .where(stream_t.c.stream_id == sid, stream_t.c.lease_owner == self.owner)
                 .values(lease_owner=None, lease_until=now + delay, failing_since=first)
             )
-        if status == "enabled" and not row.control and now - first >= self.s.retry_cap_seconds:
-            reason = f"push delivery failing since {int(first)}: {outcome.error[:200]}"
-            self.tx.set_status(sid, "paused", reason)
+            # Any SET counts, a control one too: a stream-updated notice failing at the head of
+            # an enabled stream would otherwise hold it enabled, and failing, for ever.
+            if current.status == "enabled" and now - first >= self.s.retry_cap_seconds:
+                reason = f"push delivery failing since {int(first)}: {outcome.error[:200]}"
+                stream = self.tx._load(conn, sid, None)
+                self.tx._apply_status(conn, stream, "paused", reason, notify_receiver=True)
+                paused = True
+        if paused:
+            self.tx._notify([sid])
 
     def _release(self, sid: str) -> None:
         with begin(self.tx.engine) as conn:
