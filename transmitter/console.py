@@ -35,6 +35,7 @@ from ssf.errors import SSFError
 from ssf.set import decode_unverified
 from transmitter.auth import ADMIN, MANAGE, AuthError, Principal
 from transmitter.db import DELIVERED, PENDING, begin, outbox_t, stream_t
+from transmitter.errors import Conflict
 from transmitter.service import Transmitter
 from transmitter.streams import storable
 
@@ -376,7 +377,10 @@ def build_console(tx: Transmitter) -> APIRouter:
         principal, _form = checked
         if not await owned(principal, stream_id):
             return render("login.html", 404, principal=principal, error="no stream with that stream_id")
-        jti = await run_in_threadpool(tx.send_verification, stream_id)
+        try:
+            jti = await run_in_threadpool(tx.send_verification, stream_id)
+        except Conflict as exc:
+            return back(request, stream_id, exc.description)
         return back(request, stream_id, f"verification event {jti} queued for {stream_id}")
 
     return router

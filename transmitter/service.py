@@ -336,7 +336,9 @@ class Transmitter:
         )
 
     # --- verification (SSF §8.1.4) -------------------------------------------------------
-    def request_verification(self, principal: Principal, stream_id: str, state: str | None) -> str:
+    def request_verification(self, principal: Principal, stream_id: str, state: str | None) -> str | None:
+        """The receiver's request (SSF §8.1.4.2); the verification SET's ``jti``, or None on a
+        disabled stream, which keeps no events (SSF §8.1.2), this one included."""
         now = time.time()
         with begin(self.engine) as conn:
             s = self._load(conn, stream_id, principal.owner, lock=True)
@@ -348,14 +350,20 @@ class Transmitter:
                 .where(stream_t.c.stream_id == stream_id)
                 .values(last_verification=now, last_activity=now)
             )
+            if s.status == "disabled":
+                return None
             jti = self._verification(conn, s, state, now)
         self._notify([stream_id])
         return jti
 
     def send_verification(self, stream_id: str) -> str:
-        """A transmitter-initiated verification event: it never carries ``state``."""
+        """A transmitter-initiated verification event: it never carries ``state``. Refused
+        (409) on a disabled stream, which keeps no events."""
         with begin(self.engine) as conn:
-            jti = self._verification(conn, self._load(conn, stream_id, None), None, time.time())
+            s = self._load(conn, stream_id, None)
+            if s.status == "disabled":
+                raise Conflict("the stream is disabled: it keeps no events, a verification neither")
+            jti = self._verification(conn, s, None, time.time())
         self._notify([stream_id])
         return jti
 

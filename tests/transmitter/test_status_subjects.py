@@ -195,6 +195,30 @@ def test_verification_poll_carries_state(server: Server) -> None:
     assert tok.event.payload() == {}  # transmitter-initiated: no state
 
 
+def test_a_disabled_stream_keeps_no_verification_event(server: Server) -> None:
+    """SSF §8.1.2: a disabled stream keeps no events. A receiver's verification request is
+    answered (204) and nothing is kept for later; an operator's is refused (409)."""
+    import pytest
+
+    from transmitter.errors import Conflict
+
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    sid = s["stream_id"]
+    status = {"stream_id": sid, "status": "disabled", "reason": "maintenance"}
+    assert server.req("POST", "/ssf/status", rx, json=status).status_code == 200
+    assert (
+        server.req("POST", "/ssf/verify", rx, json={"stream_id": sid, "state": "st-off"}).status_code == 204
+    )
+    with pytest.raises(Conflict):
+        server.tx.send_verification(sid)
+    status["status"] = "enabled"
+    assert server.req("POST", "/ssf/status", rx, json=status).status_code == 200
+    server.tx.publish(BOB, {SESSION_REVOKED: {}})
+    kinds = [t.event_type for t in decode_all(server, server.poll(rx, s, maxEvents=10)["sets"])]
+    assert kinds == [SESSION_REVOKED]  # what came after the re-enable, and nothing from before
+
+
 def test_verification_push_and_rate_limit(server_factory: ServerFactory, sink: Sink) -> None:
     # the worker's periodic look for work is 10 s away: the request itself must start the push
     with server_factory(min_verification_interval=30, worker_poll_interval=10) as server:
