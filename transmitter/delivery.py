@@ -368,12 +368,12 @@ class DeliveryWorker:
         if paused:
             self.tx._notify([sid])
 
-    def _release(self, sid: str) -> None:
+    def _release(self, sid: str, until: float = 0.0) -> None:
         with begin(self.tx.engine) as conn:
             conn.execute(
                 update(stream_t)
                 .where(stream_t.c.stream_id == sid, stream_t.c.lease_owner == self.owner)
-                .values(lease_owner=None, lease_until=0)
+                .values(lease_owner=None, lease_until=until)
             )
 
     def _release_all(self) -> None:
@@ -387,6 +387,7 @@ class DeliveryWorker:
     # --- pushing ------------------------------------------------------------------------
     async def _stream_loop(self, sid: str, first: _Batch | None = None) -> None:
         release = True
+        resume = 0.0  # when the released stream may be claimed again
         wake = self._stream_wake[sid] = asyncio.Event()
         delivered: list[int] = []
         try:
@@ -438,6 +439,9 @@ class DeliveryWorker:
             raise
         except Exception as exc:
             _log_failure(f"push loop for stream {sid} failed", exc)
+            # Not claimable at once: whatever failed would fail again, in a loop as fast as
+            # the claims (a database outage, a bug), each time with its log line.
+            resume = time.time() + self.s.worker_poll_interval
         finally:
             self.active.pop(sid, None)
             self._stream_wake.pop(sid, None)
@@ -447,7 +451,7 @@ class DeliveryWorker:
                 if delivered:
                     await self._db(self._mark_delivered, delivered)
                 if release:
-                    await self._db(self._release, sid)
+                    await self._db(self._release, sid, resume)
             self._wake.set()
 
     async def _idle(self, wake: asyncio.Event) -> bool:

@@ -223,7 +223,10 @@ class PushClient:
         for name, value in headers.items():
             if any(c in value for c in "\r\n\0") or any(c in name for c in "\r\n\0: "):
                 raise PushTransportError(f"invalid characters in the {name} header")
-            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+            try:
+                lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+            except UnicodeEncodeError:
+                raise PushTransportError(f"the {name} header holds characters HTTP cannot carry") from None
         lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
         lines.append(body)
         data = b"".join(lines)

@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -190,3 +190,28 @@ def test_failure_recording_and_a_disable_take_rows_in_one_order(
         wait_until(lambda: server.tx.outbox_counts(sid) == {"expired": 2})
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert not [m for m in logged if m != "push failed"], logged[:5]
+
+
+def test_a_header_that_cannot_be_sent_is_a_failed_push(
+    server_factory: ServerFactory, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored authorization_header HTTP cannot carry (not Latin-1) fails each push like a
+    transport error (recorded, retried with backoff, paused past the cap), instead of
+    crashing the stream's push loop, which then was claimed again at once, for ever."""
+    caplog.set_level(logging.WARNING, logger="transmitter")
+    with server_factory(retry_cap_seconds=0.5) as server:
+        tok = server.client()
+        sid = push_stream(server, sink, tok)["stream_id"]
+        with server.tx.engine.begin() as conn:
+            conn.execute(
+                update(stream_t)
+                .where(stream_t.c.stream_id == sid)
+                .values(auth_header=server.tx.box.encrypt("Bearer \u2603"))
+            )
+        emit(server, 1)
+        wait_until(lambda: server.tx.stream(sid).status == "paused", timeout=20)
+        time.sleep(0.5)
+        assert 2 <= _attempts(server, sid) <= 40  # backed off, not a hot loop
+        assert sink.pushes == []
+    crashed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not crashed, crashed[:3]
