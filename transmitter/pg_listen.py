@@ -21,7 +21,9 @@ crash between the commit and the NOTIFY), the other instances find the SETs on t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import re
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -40,8 +42,22 @@ _STATEMENT_TIMEOUT_MS = 2000
 
 
 def channel_name(settings: TransmitterSettings) -> str:
-    """One channel per schema: instances of different tenants/tests do not wake each other."""
-    return "ssf_outbox_" + (settings.database_schema or "public")
+    """One channel per schema: instances of different tenants/tests do not wake each other.
+
+    A channel is an identifier of at most 63 bytes: ``pg_notify`` refuses a longer one while
+    ``LISTEN`` cuts it, so a long schema name (or one needing quotes) is hashed instead; every
+    instance derives the same name.
+    """
+    schema = settings.database_schema or "public"
+    name = _CHANNEL_PREFIX + schema
+    if len(name) > _MAX_IDENTIFIER or not _PLAIN.fullmatch(schema):
+        name = _CHANNEL_PREFIX + hashlib.sha256(schema.encode()).hexdigest()[:40]
+    return name
+
+
+_CHANNEL_PREFIX = "ssf_outbox_"
+_MAX_IDENTIFIER = 63  # bytes (NAMEDATALEN - 1); a plain name is ASCII
+_PLAIN = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _payload(ids: Iterable[str], origin: str) -> str:
