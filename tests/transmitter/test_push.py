@@ -96,6 +96,22 @@ def test_400_is_recorded_and_not_retried(server: Server, sink: Sink) -> None:
     assert json.loads(recorded.last_error) == {"status": 400, "err": "invalid_audience", "description": "no"}
 
 
+def test_any_2xx_is_delivered_and_other_answers_are_retried(server: Server, sink: Sink) -> None:
+    """RFC 8935 §2.2 asks for 202; a receiver answering 200 or 204 has accepted the SET too.
+    A redirect is not followed (SSRF) and, like 401/404, is a failure retried in place."""
+    tok = server.client()
+    s = push_stream(server, sink, tok)
+    sink.script.extend(
+        [(200, {}, b""), (204, {}, b""), (302, {"Location": "http://169.254.169.254/"}, b""), (401, {}, b"")]
+    )
+    jtis = emit(server, 3)
+    sink.wait_for(5)
+    wait_until(lambda: server.tx.outbox_counts(s["stream_id"]) == {"delivered": 3})
+    seen = [server.verifier().verify(p.body).jti for p in sink.pushes]
+    assert seen == [jtis[0], jtis[1], jtis[2], jtis[2], jtis[2]]
+    assert all(p.headers.get("host", "").startswith("127.0.0.1") for p in sink.pushes)
+
+
 def test_5xx_and_transport_errors_retry_in_order(server: Server, sink: Sink) -> None:
     tok = server.client()
     s = push_stream(server, sink, tok)
