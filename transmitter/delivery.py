@@ -91,6 +91,8 @@ class DeliveryWorker:
         self._poll_ids: frozenset[str] = frozenset()
         #: How long an idle stream keeps its lease waiting for the next SET (saves a claim).
         self._linger = min(2.0, self.s.lease_seconds / 3)
+        #: A lease is renewed once a third of it has run out.
+        self._renew_after = self.s.lease_seconds / 3
         self._build_statements()
 
     def _build_statements(self) -> None:
@@ -272,7 +274,7 @@ class DeliveryWorker:
         out, and take the next batch with its stream's settings: one transaction, two or three
         statements per batch."""
         now = time.time()
-        renew = now - self._renewed.get(sid, 0.0) > self.s.lease_seconds / 3
+        renew = now - self._renewed.get(sid, 0.0) > self._renew_after
         with begin(self.tx.engine) as conn:
             if delivered:
                 if not renew:  # a lease renewal must be durable: leases keep instances apart
@@ -291,6 +293,19 @@ class DeliveryWorker:
         head = rows[0]
         header = self.tx.box.decrypt(head.auth_header) if head.auth_header is not None else None
         return _Batch(head.endpoint_url, header, head.status, rows)
+
+    def _keep_lease(self, sid: str, delivered: list[int]) -> bool:
+        """Mid-batch: record what was delivered so far and renew the lease; False when it is
+        no longer ours (then another instance may be pushing the stream: stop)."""
+        now = time.time()
+        with begin(self.tx.engine) as conn:
+            if delivered:
+                _record_delivered(conn, delivered, now)
+            renewed = conn.execute(self._q_renew, {"sid": sid, "until": now + self.s.lease_seconds})
+        if not renewed.rowcount:
+            return False
+        self._renewed[sid] = now
+        return True
 
     def _mark_delivered(self, ids: list[int]) -> None:
         if not ids:
@@ -405,8 +420,18 @@ class DeliveryWorker:
                         break
                     continue
                 problem = await self._guard(batch.url)
-                failed = False
+                failed = lost = False
+                renew_at = self._renewed.get(sid, 0.0) + self._renew_after
                 for row in batch.rows:
+                    if time.time() > renew_at:
+                        # A slow receiver makes a batch outlast the lease: renewed only between
+                        # batches, it ran out and another instance pushed the same SETs again.
+                        delivered = self._unflushed.pop(sid, []) + delivered
+                        if not await self._db(self._keep_lease, sid, delivered):
+                            lost = True
+                            break
+                        delivered = []
+                        renew_at = self._renewed[sid] + self._renew_after
                     if problem:
                         outcome = _Outcome(False, error=f"endpoint refused by the SSRF guard: {problem}")
                     else:
@@ -423,8 +448,8 @@ class DeliveryWorker:
                     await self._db(self._record_failure, sid, row, batch.status, outcome)
                     failed = True
                     break
-                if failed:
-                    release = False  # the lease now ends at the retry time
+                if failed or lost:
+                    release = False  # the lease ends at the retry time, or is not ours
                     break
                 if len(batch.rows) < self.s.push_batch:
                     # Drained: hand the deliveries to the shared flush (one transaction for many

@@ -9,6 +9,8 @@ import logging
 import random
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,9 +20,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.services import serve
-from tests.transmitter.conftest import SESSION_REVOKED, Server, ServerFactory, Sink, wait_until
+from ssf.keys import PublicKeys
+from ssf.set import SETVerifier
+from ssf.stream import Delivery, StreamRequest
+from ssf.subjects import Subject
+from tests.support.services import free_port, serve
+from tests.transmitter.conftest import (
+    SESSION_REVOKED,
+    Server,
+    ServerFactory,
+    Sink,
+    make_settings,
+    running,
+    wait_until,
+)
 from tests.transmitter.test_push import PUSH, emit, push_stream
+from transmitter.auth import Principal
 from transmitter.db import outbox_t, stream_t
 
 
@@ -215,3 +230,33 @@ def test_a_header_that_cannot_be_sent_is_a_failed_push(
         assert sink.pushes == []
     crashed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not crashed, crashed[:3]
+
+
+def test_a_batch_longer_than_the_lease_is_not_pushed_twice(
+    tmp_path: Path, db_config: dict[str, Any], sink: Sink
+) -> None:
+    """A slow receiver makes one batch outlast the lease: the worker pushing it keeps its
+    lease, so the other instance does not claim the stream and push the same SETs again."""
+    sink.delay = 0.1
+    p1, p2 = free_port(), free_port()
+    common = {"issuer": "http://127.0.0.1:9", "lease_seconds": 0.6, "push_timeout": 2}
+    s1 = make_settings(tmp_path, db_config, p1, instance_id="a", **common)
+    s2 = make_settings(tmp_path, db_config, p2, instance_id="b", **common)
+    with running(s1, p1) as a:
+        info, _secret = a.tx.auth.add_client("rx")
+        req = StreamRequest(
+            events_requested=[SESSION_REVOKED], delivery=Delivery(method=PUSH, endpoint_url=sink.url)
+        )
+        sid = a.tx.create_stream(Principal(info.client_id, frozenset(), info.client_id), req)["stream_id"]
+        with running(s2, p2) as b:
+            jtis = [
+                j
+                for i in range(25)
+                for j in b.tx.publish(Subject.email(f"x{i}@example.com"), {SESSION_REVOKED: {}}).values()
+            ]
+            sink.wait_for(25, timeout=30)
+            wait_until(lambda: a.tx.outbox_counts(sid) == {"delivered": 25}, timeout=30)
+            time.sleep(0.5)
+    verifier = SETVerifier(issuer="http://127.0.0.1:9", keys=PublicKeys.from_jwks(a.tx.keys.jwks()))
+    seen = [verifier.verify(t).jti for t in sink.tokens()]
+    assert seen == jtis  # each once, in order
