@@ -149,7 +149,7 @@ def test_status_changes_racing_failing_pushes_never_deadlock_or_500(
             t.join(60)
         pushed = len(sink.pushes)
     assert not problems, problems[:5]
-    assert pushed > 20  # the worker really was failing pushes all along
+    assert pushed > 5  # the worker really was failing pushes all along
     logged = [
         r.getMessage()
         for r in caplog.records
@@ -237,9 +237,9 @@ def test_a_batch_longer_than_the_lease_is_not_pushed_twice(
 ) -> None:
     """A slow receiver makes one batch outlast the lease: the worker pushing it keeps its
     lease, so the other instance does not claim the stream and push the same SETs again."""
-    sink.delay = 0.1
+    sink.delay = 0.25
     p1, p2 = free_port(), free_port()
-    common = {"issuer": "http://127.0.0.1:9", "lease_seconds": 0.6, "push_timeout": 2}
+    common = {"issuer": "http://127.0.0.1:9", "lease_seconds": 1.5, "push_timeout": 2}
     s1 = make_settings(tmp_path, db_config, p1, instance_id="a", **common)
     s2 = make_settings(tmp_path, db_config, p2, instance_id="b", **common)
     with running(s1, p1) as a:
@@ -251,11 +251,11 @@ def test_a_batch_longer_than_the_lease_is_not_pushed_twice(
         with running(s2, p2) as b:
             jtis = [
                 j
-                for i in range(25)
+                for i in range(12)
                 for j in b.tx.publish(Subject.email(f"x{i}@example.com"), {SESSION_REVOKED: {}}).values()
             ]
-            sink.wait_for(25, timeout=30)
-            wait_until(lambda: a.tx.outbox_counts(sid) == {"delivered": 25}, timeout=30)
+            sink.wait_for(12, timeout=30)
+            wait_until(lambda: a.tx.outbox_counts(sid) == {"delivered": 12}, timeout=30)
             time.sleep(0.5)
     verifier = SETVerifier(issuer="http://127.0.0.1:9", keys=PublicKeys.from_jwks(a.tx.keys.jwks()))
     seen = [verifier.verify(t).jti for t in sink.tokens()]
