@@ -4,8 +4,12 @@ paused and disabled streams serve none, only the owner polls, hostile bodies are
 from __future__ import annotations
 
 import json
+import random
+import threading
+import time
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 
 from tests.transmitter.conftest import SESSION_REVOKED, Server
@@ -169,3 +173,63 @@ def test_large_ack_and_set_errs_lists_within_the_body_limit(server: Server) -> N
     assert list(got["sets"]) == [jtis[2]]
     states = _states(server, s["stream_id"])
     assert [states[j][0] for j in jtis] == ["delivered", "rejected", "pending"]
+
+
+def test_concurrent_polls_acks_and_status_changes_never_500(server: Server) -> None:
+    """Several pollers of one stream acknowledge overlapping SETs (in different orders) while
+    the receiver changes the status, asks for verification and events keep coming: every
+    answer is 2xx/4xx (on PostgreSQL a lock-order deadlock shows as a 503)."""
+    rx = server.client()
+    s = server.create(rx, {"events_requested": [SESSION_REVOKED]})
+    sid, url = s["stream_id"], s["delivery"]["endpoint_url"]
+    pub = server.publisher()
+    stop = time.monotonic() + 5
+    problems: list[str] = []
+    seen: list[str] = []
+
+    def poller(seed: int) -> None:
+        rnd = random.Random(seed)
+        with httpx.Client(timeout=30) as http:
+            while time.monotonic() < stop:
+                acks = rnd.sample(seen, min(len(seen), 20))
+                body = {"returnImmediately": True, "maxEvents": 10, "ack": acks}
+                if acks and rnd.random() < 0.3:
+                    body["setErrs"] = {acks[-1]: {"err": "jwt_aud"}}
+                    body["ack"] = acks[:-1]
+                r = http.post(url, json=body, headers={"Authorization": f"Bearer {rx}"})
+                if r.status_code != 200:
+                    problems.append(f"poll: {r.status_code} {r.text}")
+                    continue
+                seen.extend(r.json()["sets"])
+
+    def receiver() -> None:
+        rnd = random.Random(1)
+        while time.monotonic() < stop:
+            if rnd.random() < 0.6:
+                status = rnd.choice(["enabled", "enabled", "paused", "disabled"])
+                r = server.req("POST", "/ssf/status", rx, json={"stream_id": sid, "status": status})
+            else:
+                r = server.req("POST", "/ssf/verify", rx, json={"stream_id": sid})
+            if r.status_code >= 300:
+                problems.append(f"{r.request.url.path}: {r.status_code} {r.text}")
+
+    def publisher() -> None:
+        i = 0
+        while time.monotonic() < stop:
+            body = {
+                "subject": {"format": "email", "email": f"c{i}@example.com"},
+                "events": {SESSION_REVOKED: {}},
+            }
+            r = server.req("POST", "/events", pub, json=body)
+            if r.status_code != 202:
+                problems.append(f"publish: {r.status_code} {r.text}")
+            i += 1
+
+    threads = [threading.Thread(target=poller, args=(n,)) for n in range(3)]
+    threads += [threading.Thread(target=receiver), threading.Thread(target=publisher)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not problems, problems[:5]
+    assert len(seen) > 10
