@@ -168,6 +168,7 @@ class DeliveryWorker:
         self._tasks = [
             asyncio.create_task(self._claim_loop()),
             asyncio.create_task(self._maintenance_loop()),
+            asyncio.create_task(self._renew_loop()),
             asyncio.create_task(self._flush_loop()),
         ]
 
@@ -220,6 +221,29 @@ class DeliveryWorker:
                 await self._db(self.tx.maintain)
             except Exception as exc:  # keep the loop alive; the next tick retries
                 _log_failure("maintenance failed", exc)
+
+    async def _renew_loop(self) -> None:
+        """Keep the leases of every stream being pushed, whatever its loop waits for: a slow
+        receiver, or a free connection slot (``push_concurrency``) while other streams' pushes
+        hold them all. A lease renewed only by its stream's own loop ran out during such a wait
+        and another instance pushed the same SETs. One statement for all of them."""
+        while not self._stopping:
+            await asyncio.sleep(self._renew_after)
+            if not self.active:
+                continue
+            try:
+                await self._db(self._renew_all, list(self.active))
+            except Exception as exc:  # the streams' own renewals remain; the next tick retries
+                _log_failure("renewing push leases failed", exc)
+
+    def _renew_all(self, ids: list[str]) -> None:
+        now = time.time()
+        with begin(self.tx.engine) as conn:
+            conn.execute(
+                update(stream_t)
+                .where(stream_t.c.stream_id.in_(ids), stream_t.c.lease_owner == self.owner)
+                .values(lease_until=now + self.s.lease_seconds)
+            )
 
     async def _claim_loop(self) -> None:
         while not self._stopping:

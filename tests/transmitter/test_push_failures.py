@@ -260,3 +260,53 @@ def test_a_batch_longer_than_the_lease_is_not_pushed_twice(
     verifier = SETVerifier(issuer="http://127.0.0.1:9", keys=PublicKeys.from_jwks(a.tx.keys.jwks()))
     seen = [verifier.verify(t).jti for t in sink.tokens()]
     assert seen == jtis  # each once, in order
+
+
+def test_a_stream_waiting_for_a_connection_slot_keeps_its_lease(
+    tmp_path: Path, db_config: dict[str, Any]
+) -> None:
+    """With one connection slot, a fast stream waits for a slow one's push, longer than the
+    lease: its lease is kept meanwhile, so the other instance does not claim it and push the
+    same SETs again (and the slow stream's own push outlasting the lease neither)."""
+    got: dict[str, list[bytes]] = {"slow": [], "fast": []}
+
+    async def endpoint(request: Request) -> Response:
+        which = request.path_params["which"]
+        body = await request.body()
+        if which == "slow":
+            await asyncio.sleep(1.2)
+        got[which].append(body)
+        return Response(status_code=202)
+
+    app = Starlette(routes=[Route("/{which}", endpoint, methods=["POST"])])
+    p1, p2 = free_port(), free_port()
+    common = {
+        "issuer": "http://127.0.0.1:9",
+        "lease_seconds": 0.9,
+        "push_timeout": 3,
+        "push_concurrency": 1,
+        "worker_poll_interval": 0.1,
+    }
+    s1 = make_settings(tmp_path, db_config, p1, instance_id="a", **common)
+    s2 = make_settings(tmp_path, db_config, p2, instance_id="b", **common)
+    with serve(app) as url, running(s1, p1) as a:
+        sids = []
+        for which in ("slow", "fast"):
+            info, _secret = a.tx.auth.add_client(which)
+            req = StreamRequest(
+                events_requested=[SESSION_REVOKED],
+                delivery=Delivery(method=PUSH, endpoint_url=f"{url}/{which}"),
+            )
+            principal = Principal(info.client_id, frozenset(), info.client_id)
+            sids.append(a.tx.create_stream(principal, req)["stream_id"])
+        published = [
+            a.tx.publish(Subject.email(f"s{i}@example.com"), {SESSION_REVOKED: {}}) for i in range(3)
+        ]
+        wait_until(lambda: len(got["fast"]) >= 1, timeout=10)  # instance a holds both streams
+        with running(s2, p2):
+            wait_until(lambda: all(a.tx.outbox_counts(sid) == {"delivered": 3} for sid in sids), timeout=30)
+            time.sleep(1.0)
+    verifier = SETVerifier(issuer="http://127.0.0.1:9", keys=PublicKeys.from_jwks(a.tx.keys.jwks()))
+    for which, sid in zip(("slow", "fast"), sids, strict=True):
+        seen = [verifier.verify(t.decode()).jti for t in got[which]]
+        assert seen == [p[sid] for p in published], which  # each once, in order
