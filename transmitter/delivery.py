@@ -8,7 +8,12 @@
   ``retry_cap_seconds`` pauses the stream with a stream-updated event; held SETs stay queued.
 - Order per stream: one SET in flight per stream, in outbox order. Work is claimed per stream
   with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL plus a conditional UPDATE), so several
-  instances never push the same SET at once; a crashed instance's lease simply expires.
+  instances never push the same SET at once; a crashed instance's lease simply expires. A live
+  instance renews the leases of all the streams it pushes (one task), so no wait of a stream's
+  loop (a slow receiver, a free connection slot) lets one run out under it.
+- Every transaction that locks both an outbox row and its stream row (here and in
+  :mod:`transmitter.service`) takes the outbox row first; those that take the stream row first
+  only insert outbox rows, which waits for no lock: no lock-order deadlock on PostgreSQL.
 
 The HTTP client is :class:`~transmitter.push_client.PushClient`: measured in
 ``bench/transmitter_bench.py`` and perf-anchors (c), httpx 0.28's AsyncClient tops out near
