@@ -222,6 +222,7 @@ def _run_streams(action: Callable[[_Session], Awaitable[dict[str, Any]]]) -> dic
     """Discover the transmitter, authorize, run ``action``; failures exit 1 with one line."""
     import httpx
     from pydantic import ValidationError
+    from rich.markup import escape
 
     from receiver.client import (
         ClientCredentials,
@@ -267,9 +268,14 @@ def _run_streams(action: Callable[[_Session], Awaitable[dict[str, Any]]]) -> dic
     try:
         return asyncio.run(run())
     except (_CLIError, TransmitterError, DiscoveryError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True, markup=True, highlight=False)
-    except ValidationError as exc:  # SSF_RECEIVER_* values
-        err_console.print(f"[red]error:[/red] invalid settings: {exc}", soft_wrap=True, highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+    except ValidationError as exc:  # SSF_RECEIVER_* values: one line naming the variable
+        from ssfcli.errors import explain
+
+        known = explain(exc)
+        line = known[0] if known else str(exc)
+        err_console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
     raise typer.Exit(1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -169,6 +170,18 @@ class ReceiverSettings(BaseSettings):
             # RFC 9068 §4: the resource server MUST check that ``aud`` names it; without one,
             # a token the authorization server issued for any other API would be accepted.
             raise ValueError("TOKEN_AUDIENCE is required with TOKEN_JWKS_URL (RFC 9068 §4: check aud)")
+        return self
+
+    @model_validator(mode="after")
+    def _issuer_is_https(self) -> ReceiverSettings:
+        # Caught here, not at discovery: start-up would retry a setting that can never work.
+        issuer = self.transmitter_issuer
+        if issuer:
+            parts = urlsplit(issuer)
+            allowed = ("https", "http") if self.dev_mode else ("https",)
+            if parts.scheme not in allowed or not parts.netloc:
+                hint = "" if self.dev_mode else " (DEV_MODE=true allows http, for development only)"
+                raise ValueError(f"TRANSMITTER_ISSUER must be an https URL{hint}")
         return self
 
     @model_validator(mode="after")

@@ -97,6 +97,23 @@ class _Writer:
         return taken == batch
 
 
+class _StartupFailure(logging.Filter):
+    """Starlette hands uvicorn a failed lifespan start-up (Redis or the transmitter out of
+    reach) as the text of its traceback, which uvicorn logs as one message: keep its last
+    line, the reason, unless the level is debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if (
+            isinstance(msg, str)
+            and msg.startswith("Traceback (most recent call last)")
+            and not logging.getLogger().isEnabledFor(logging.DEBUG)
+        ):
+            record.msg = "start-up failed: " + msg.rstrip().splitlines()[-1]
+            record.args = None
+        return True
+
+
 _listener: _Writer | None = None
 
 
@@ -153,3 +170,6 @@ def configure_logging(
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+    startup = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _StartupFailure) for f in startup.filters):
+        startup.addFilter(_StartupFailure())

@@ -7,9 +7,12 @@ import typer
 from conformance.cli import app as conformance_app
 from receiver.cli import app as receiver_app
 from ssfcli.core import keys_app, set_app
+from ssfcli.errors import ReportingGroup
 from transmitter.cli import app as transmitter_app
 
-app = typer.Typer(help="OpenID Shared Signals Framework 1.0 tools.", no_args_is_help=True)
+app = typer.Typer(
+    help="OpenID Shared Signals Framework 1.0 tools.", no_args_is_help=True, cls=ReportingGroup
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(set_app, name="set")
 app.add_typer(transmitter_app, name="transmitter")

@@ -63,8 +63,11 @@ def serve(
 
     try:
         application = create_app(TransmitterSettings())
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except ValueError as exc:  # a setting (pydantic's errors are ValueErrors too): one line
+        from ssfcli.errors import explain
+
+        known = explain(exc)
+        typer.echo(f"error: {known[0] if known else exc}", err=True)
         raise typer.Exit(2) from None
     except OperationalError as exc:
         # Exit for the supervisor to restart us; a traceback would only bury the reason.
