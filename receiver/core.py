@@ -586,9 +586,8 @@ class Receiver:
         try:
             return verifier.verify(token)
         except UnknownKeyID:
-            # Key rotation at the transmitter: refetch the JWKS (one fetch per interval, waited
-            # for rather than refused inside it) and retry once.
-            if self.jwks is not None and await self.jwks.refresh(wait=True):
+            # Key rotation at the transmitter: refetch the JWKS (rate-limited) and retry once.
+            if self.jwks is not None and await self.jwks.refresh():
                 verifier.keys = self.jwks.keys
                 return verifier.verify(token)
             raise

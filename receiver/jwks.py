@@ -51,23 +51,12 @@ class JWKSCache:
             await self._fetch()
         return self.keys
 
-    async def refresh(self, *, wait: bool = False) -> bool:
-        """Fetch again unless the last fetch was under ``min_interval`` ago; True if fetched
-        (by this call, or by another while this one queued for its turn).
-
-        ``wait``: inside the interval, wait for its end instead of giving up. A SET signed with
-        a key the transmitter has just rotated in must not be refused for good (a 400 is final
-        to a push transmitter, a setErr to a poll one) because another unknown ``kid`` came
-        first; the fetches stay one per interval, however many callers wait."""
-        seen = self.fetches
+    async def refresh(self) -> bool:
+        """Fetch again unless the last fetch was under ``min_interval`` ago; True if fetched."""
         async with self._lock:
-            if wait and self.fetches != seen:
-                return True
             last = self._last_fetch
-            if last is not None and (left := last + self.min_interval - self.now()) > 0:
-                if not wait:
-                    return False
-                await asyncio.sleep(left)
+            if last is not None and self.now() - last < self.min_interval:
+                return False
             try:
                 await self._fetch()
             except JWKSError as exc:
