@@ -448,7 +448,12 @@ def streams_status(
 @streams.command("verify")
 def streams_verify(
     stream_id: str | None = typer.Option(None, "--stream-id", help=_STREAM_ID_HELP),
-    state: str | None = typer.Option(None, "--state", help="The state the verification SET must echo."),
+    state: str | None = typer.Option(
+        None,
+        "--state",
+        help="The state the verification SET must echo; a running receiver refuses a state it did "
+        "not ask for itself (invalid_state), so omit it to check delivery.",
+    ),
     as_json: bool = typer.Option(False, "--json", help=_JSON_HELP),
 ) -> None:
     """Ask the transmitter for a verification event (SSF §8.1.4.2)."""
