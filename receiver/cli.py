@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,8 @@ def serve(
         log_level="warning",
         log_config=None,  # keep configure_logging's handler
     )
+    # uvicorn's own start-up lines are off (log level warning): say where we listen.
+    logging.getLogger("receiver").info("starting on http://%s:%d", host, port)
     _server(config, application.state.receiver).run()
 
 

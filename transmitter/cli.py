@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -85,6 +86,11 @@ def serve(
         # A backstop: open long polls are answered at once on shutdown (_StoppingServer);
         # anything still running after this is cut, and un-acknowledged SETs are served again.
         timeout_graceful_shutdown=5,
+    )
+    scheme = "https" if ssl_certfile else "http"
+    # uvicorn's own start-up lines are off (log level warning): say where we listen.
+    logging.getLogger("transmitter").info(
+        "starting on %s://%s:%d (issuer %s)", scheme, host, port, application.state.transmitter.issuer
     )
     _StoppingServer(config, application.state.transmitter.notifier).run()
 

@@ -4,6 +4,7 @@ naming the variable or the service, never a traceback."""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,27 @@ def test_a_failed_start_up_logs_its_reason_not_a_traceback(tmp_path: Path) -> No
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr
     assert "start-up failed: redis.exceptions.ConnectionError" in done.stderr, done.stderr
+
+
+def test_serve_says_where_it_listens(tmp_path: Path) -> None:
+    """uvicorn's own start-up lines are off: without this line a started service prints nothing."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSF_")}
+    env.update(
+        SSF_TRANSMITTER_DATABASE_URL=f"sqlite:///{tmp_path / 'tx.db'}",
+        SSF_TRANSMITTER_SECRET_FILE=str(tmp_path / "tx.secret"),
+        SSF_TRANSMITTER_SIGNING_ALG="ES256",
+        SSF_TRANSMITTER_ISSUER=f"http://127.0.0.1:{port}",
+        SSF_TRANSMITTER_DEV_MODE="1",
+    )
+    cmd = [sys.executable, "-m", "ssfcli", "transmitter", "serve", "--port", str(port)]
+    cmd += ["--log-format", "text"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        ready, _, _ = select.select([proc.stderr], [], [], 30)  # a silent server: no line, no hang
+        line = proc.stderr.readline() if ready else ""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert f"starting on http://127.0.0.1:{port} (issuer http://127.0.0.1:{port})" in line, line
