@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -62,6 +63,10 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
+    for option, path in (("--ssl-certfile", ssl_certfile), ("--ssl-keyfile", ssl_keyfile)):
+        if path is not None and not os.path.isfile(path):  # ssl's own error names no file
+            typer.echo(f"error: {option}: no such file: {path}", err=True)
+            raise typer.Exit(2)
     try:
         application = create_app(TransmitterSettings())
     except ValueError as exc:  # a setting (pydantic's errors are ValueErrors too): one line

@@ -165,3 +165,9 @@ def test_serve_says_where_it_listens(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert f"starting on http://127.0.0.1:{port} (issuer http://127.0.0.1:{port})" in line, line
+
+
+def test_a_missing_tls_file_is_named(tmp_path: Path) -> None:
+    missing = str(tmp_path / "cert.pem")
+    result = CliRunner().invoke(app, ["transmitter", "serve", "--port", "1", "--ssl-certfile", missing])
+    assert f"--ssl-certfile: no such file: {missing}" in one_error_line(result, 2)
