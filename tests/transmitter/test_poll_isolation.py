@@ -210,7 +210,7 @@ def test_concurrent_polls_acks_and_status_changes_never_500(server: Server) -> N
                 r = server.req("POST", "/ssf/status", rx, json={"stream_id": sid, "status": status})
             else:
                 r = server.req("POST", "/ssf/verify", rx, json={"stream_id": sid})
-            if r.status_code >= 300:
+            if r.status_code >= 300 and r.status_code != 429:  # the management rate limit may answer
                 problems.append(f"{r.request.url.path}: {r.status_code} {r.text}")
 
     def publisher() -> None:
