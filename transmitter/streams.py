@@ -201,6 +201,17 @@ def resolve_delivery(
         and header == mask_header(current.auth_header)
     ):
         header = current.auth_header
-    if header is not None and (not header.strip() or any(c in header for c in "\r\n\0")):
+    if header is not None and (
+        not header.strip() or any(c in header for c in "\r\n\0") or not _latin1(header)
+    ):
         raise ModelError("delivery.authorization_header is not a valid header value")
     return uris.PUSH, delivery.endpoint_url, header, extra
+
+
+def _latin1(text: str) -> bool:
+    """HTTP carries header values as ISO-8859-1 octets: other text cannot be sent at all."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -240,6 +240,13 @@ MALFORMED_CREATE_BODIES_ARE_400_CASES: list[Any] = [
             "authorization_header": "a\r\nb",
         }
     },
+    {  # HTTP cannot carry it (not ISO-8859-1)
+        "delivery": {
+            "method": PUSH,
+            "endpoint_url": "https://example.com/x",
+            "authorization_header": "Bearer \u2603",
+        }
+    },
 ]
 
 
