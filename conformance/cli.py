@@ -107,7 +107,7 @@ def transmitter(
     ),
     token: str | None = typer.Option(None, "--token", help="Static bearer token for the management API."),
     client_id: str | None = typer.Option(None, "--client-id", help="OAuth client for client_credentials."),
-    client_secret: str | None = typer.Option(None, "--client-secret"),
+    client_secret: str | None = typer.Option(None, "--client-secret", help="Secret of --client-id."),
     token_endpoint: str | None = typer.Option(
         None, "--token-endpoint", help="Default: from RFC 8414 metadata."
     ),
@@ -126,8 +126,12 @@ def transmitter(
     publish_token: str | None = typer.Option(
         None, "--publish-token", help="Bearer token with scope ssf.publish."
     ),
-    publish_client_id: str | None = typer.Option(None, "--publish-client-id"),
-    publish_client_secret: str | None = typer.Option(None, "--publish-client-secret"),
+    publish_client_id: str | None = typer.Option(
+        None, "--publish-client-id", help="Client with scope ssf.publish (instead of --publish-token)."
+    ),
+    publish_client_secret: str | None = typer.Option(
+        None, "--publish-client-secret", help="Secret of --publish-client-id."
+    ),
     status_cmd: str | None = typer.Option(
         None,
         "--status-cmd",
@@ -135,7 +139,7 @@ def transmitter(
     ),
     rotate_cmd: str | None = typer.Option(None, "--rotate-cmd", help="Command that rotates the signing key."),
     push_host: str = typer.Option("127.0.0.1", "--push-host", help="Where the kit's push endpoint listens."),
-    push_port: int = typer.Option(0, "--push-port"),
+    push_port: int = typer.Option(0, "--push-port", help="Port of the kit's push endpoint (0: any)."),
     push_base_url: str | None = typer.Option(
         None, "--push-base-url", help="Public URL of the kit's push endpoint."
     ),
@@ -147,8 +151,10 @@ def transmitter(
     ),
     settle: float = typer.Option(1.0, "--settle", help="Quiet seconds that mean 'nothing more arrives'."),
     max_wait: float = typer.Option(60.0, "--max-wait", help="Cap on waits the transmitter asks for."),
-    long_poll_timeout: float = typer.Option(35.0, "--long-poll-timeout"),
-    http_timeout: float = typer.Option(10.0, "--http-timeout"),
+    long_poll_timeout: float = typer.Option(
+        35.0, "--long-poll-timeout", help="Client timeout of the kit's long polls, seconds."
+    ),
+    http_timeout: float = typer.Option(10.0, "--http-timeout", help="Timeout of other calls, seconds."),
     key_rotation_wait: float = typer.Option(
         30.0, "--key-rotation-wait", help="Seconds a new key may take to appear in the JWKS."
     ),
@@ -217,7 +223,9 @@ def receiver(
     client_id: str = typer.Option(
         "kit-receiver", "--client-id", help="Client the receiver authenticates as."
     ),
-    client_secret: str = typer.Option("kit-receiver-secret", "--client-secret"),
+    client_secret: str = typer.Option(
+        "kit-receiver-secret", "--client-secret", help="Secret of --client-id at the kit's token endpoint."
+    ),
     static_token: str | None = typer.Option(None, "--static-token", help="Also accept this bearer token."),
     wait: float = typer.Option(120.0, "--wait", help="Seconds to wait for the receiver to create a stream."),
     idle: float = typer.Option(10.0, "--idle", help="Quiet seconds that end a phase."),

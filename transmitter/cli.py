@@ -119,7 +119,7 @@ class _StoppingServer(uvicorn.Server):
 
 @client_app.command("add")
 def client_add(
-    name: str,
+    name: str = typer.Argument(..., help="A name of your choosing (for list, token, remove)."),
     scope: list[str] = typer.Option(None, "--scope", help="Scopes (repeat); default ssf.read ssf.manage."),
     publisher: bool = typer.Option(False, "--publisher", help="A publishing client (scope ssf.publish)."),
     audience: str | None = typer.Option(None, help="The `aud` of this receiver's SETs (default: client_id)."),
@@ -184,12 +184,12 @@ def client_token(
 
 @app.command()
 def publish(
-    event_uri: str,
+    event_uri: str = typer.Argument(..., help="Event type URI, e.g. a CAEP session-revoked."),
     subject: str = typer.Option(..., "--subject", help="Subject identifier as JSON."),
     payload: str = typer.Option("{}", "--payload", help="Event members as JSON."),
     txn: str | None = typer.Option(None, "--txn", help="Transaction id."),
 ) -> None:
-    """Publish one event to every matching stream; prints {stream_id: jti}."""
+    """Publish one event to every matching stream; prints {"jti": {stream_id: jti}}."""
     try:
         result = _tx().publish(json.loads(subject), {event_uri: json.loads(payload)}, txn)
     except (ValueError, SSFError) as exc:
