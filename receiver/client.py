@@ -115,7 +115,9 @@ class ClientCredentials(TokenProvider):
             except httpx.HTTPError as exc:
                 raise TransmitterError(f"token endpoint unreachable: {describe(exc)}") from exc
             if resp.status_code != 200:
-                raise TransmitterError(f"token endpoint answered {resp.status_code}", status=resp.status_code)
+                raise TransmitterError(
+                    f"token endpoint answered {resp.status_code}{_oauth_error(resp)}", status=resp.status_code
+                )
             try:
                 body = resp.json()
             except ValueError:
@@ -129,6 +131,21 @@ class ClientCredentials(TokenProvider):
             self._renew_at = time.monotonic() + max(0.0, min(life * 0.8, life - 5))
             self._token = token
             return token
+
+
+def _oauth_error(resp: httpx.Response) -> str:
+    """RFC 6749 §5.2's ``error`` (and description), which says whether the id or the secret is
+    wrong (``invalid_client``) or the scope (``invalid_scope``); bounded, one line."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return ""
+    text = body["error"]
+    if isinstance(body.get("error_description"), str):
+        text += ": " + body["error_description"]
+    return " (" + " ".join(text.split())[:200] + ")"
 
 
 def _clean(body: Mapping[str, Any]) -> dict[str, Any]:

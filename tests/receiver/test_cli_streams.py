@@ -230,3 +230,11 @@ def test_streams_are_mounted_under_ssf() -> None:
     assert result.exit_code == 0
     for name in ("read", "update", "replace", "status", "verify", "delete"):
         assert name in result.output
+
+
+def test_a_refused_client_secret_says_what_the_token_endpoint_said(
+    tx: FakeTransmitter, env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = _seed(tx, env)
+    monkeypatch.setenv("SSF_RECEIVER_CLIENT_SECRET", "not-the-secret")
+    failed(invoke("read", "--stream-id", sid), "token endpoint answered 401 (invalid_client)")
