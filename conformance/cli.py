@@ -7,6 +7,7 @@ code is 1 when any FAILURE-level check failed, 2 on a usage error, 0 otherwise.
 from __future__ import annotations
 
 import asyncio
+import errno
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -74,6 +75,7 @@ def _run_plan(
     verbose: bool,
     json_out: Path | None,
     junit: Path | None,
+    listen_options: str,
 ) -> None:
     """Run one plan with the console reporter, write the reports and exit with the plan's verdict."""
     try:
@@ -82,6 +84,11 @@ def _run_plan(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip") from None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # the bind error names no address: say which option chose it
+        raise typer.BadParameter("that address is in use", param_hint=listen_options) from None
     _finish(report, json_out, junit)
 
 
@@ -201,7 +208,7 @@ def transmitter(
         http_timeout=http_timeout,
         key_rotation_wait=key_rotation_wait,
     )
-    _run_plan(run_transmitter_plan, opts, only, skip, verbose, json_out, junit)
+    _run_plan(run_transmitter_plan, opts, only, skip, verbose, json_out, junit, "--push-host/--push-port")
 
 
 @app.command("receiver")
@@ -306,4 +313,4 @@ def receiver(
         probe_window=probe_window,
         announce=announce,
     )
-    _run_plan(run_receiver_plan, opts, only, skip, verbose, json_out, junit)
+    _run_plan(run_receiver_plan, opts, only, skip, verbose, json_out, junit, "--host/--port")

@@ -115,7 +115,10 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
     if isinstance(exc, (SSFError, AuthError)):
         return _one_line(exc.description), 1
     if isinstance(exc, OSError) and exc.strerror:
-        return _one_line(f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror), 1
+        if exc.filename:
+            return _one_line(f"{exc.strerror}: {exc.filename}"), 1
+        # asyncio's bind error names the address in its text only, not in its attributes
+        return _one_line(re.sub(r"^\[Errno \d+\] ", "", str(exc))), 1
     return None
 
 

@@ -110,3 +110,16 @@ def test_receiver_without_a_receiver_skips_everything() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Emulated transmitter issuer: http://127.0.0.1:" in out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0 passed, 0 failed, 12 skipped"
+
+
+def test_a_port_in_use_is_a_usage_error_naming_the_option() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        out = invoke("receiver", "--port", port, "--wait", "0.3", "--idle", "0.2")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "--host/--port" in out.stderr and "that address is in use" in out.stderr
+    assert "Traceback" not in out.stderr
