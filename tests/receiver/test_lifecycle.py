@@ -374,6 +374,9 @@ def test_settings_from_environment(
     monkeypatch.setenv("SSF_RECEIVER_TRANSMITTER_ISSUER", fake.issuer + "/")
     monkeypatch.setenv("SSF_RECEIVER_DELIVERY", "poll")
     monkeypatch.setenv("SSF_RECEIVER_DATABASE_URL", "postgresql://u@h/db")
+    with pytest.raises(ValidationError, match="https"):  # the fake's issuer is http: dev mode only
+        ReceiverSettings()
+    monkeypatch.setenv("SSF_RECEIVER_DEV_MODE", "true")
     s = ReceiverSettings()
     assert s.transmitter_issuer == fake.issuer and s.delivery == "poll"
     assert s.database_url.startswith("postgresql+psycopg://")
