@@ -211,6 +211,28 @@ def keys_rotate(
     typer.echo(f"new signing key {key.kid} ({key.alg})")
 
 
+@keys_app.command("import")
+def keys_import(
+    path: str = typer.Argument(..., help="A private JWK, private JWKS (its active key) or PEM file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Make a key from a file the active signing key; the current one stays in the JWKS for the overlap."""
+    from pathlib import Path
+
+    from transmitter.keystore import read_key_file
+
+    try:
+        key = read_key_file(Path(path))
+    except (OSError, ValueError, SSFError) as exc:
+        typer.echo(f"error: {path}: {getattr(exc, 'description', None) or exc}", err=True)
+        raise typer.Exit(2) from None
+    added = _tx().keys.import_key(key)
+    if as_json:
+        sys.stdout.write(json.dumps({"kid": key.kid, "alg": key.alg, "imported": added}) + "\n")
+        return
+    typer.echo(f"{'imported' if added else 'already stored:'} signing key {key.kid} ({key.alg})")
+
+
 @keys_app.command("list")
 def keys_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Signing keys: the active one and those retired but still published."""

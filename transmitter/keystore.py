@@ -10,20 +10,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from ssf.errors import KeyMaterialError
 from ssf.keys import KeySet, SigningKey, generate_signing_key, load_signing_key
 from transmitter.db import PENDING, begin, key_t, outbox_t, stream_t
 from transmitter.secrets_box import SecretBox
 from transmitter.settings import TransmitterSettings
 
 __all__ = ["KeyStore"]
+
+log = logging.getLogger("transmitter.keystore")
 
 _ROTATION_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('ssf_key_rotation'))")
 
@@ -38,25 +43,53 @@ class KeyStore:
         self._jwks: dict[str, Any] = {"keys": []}
 
     def ensure(self) -> None:
-        """First start: import the configured key file, or generate a key, if none is stored."""
+        """First start: import the configured key file, or generate a key, if none is stored.
+        Later starts keep the stored keys; a key file whose key is not among them is ignored,
+        which is said once, loudly, rather than left for the operator to discover."""
         with begin(self._engine) as conn:
-            have = conn.execute(select(key_t.c.kid).limit(1)).first()
-            if have is None:
-                key = self._initial_key()
+            kids = {r.kid for r in conn.execute(select(key_t.c.kid))}
+            file_key = None
+            try:
+                file_key = self._file_key()
+            except (OSError, ValueError, KeyMaterialError) as exc:
+                if not kids:
+                    raise  # the first start needs it
+                log.warning("SSF_TRANSMITTER_SIGNING_KEY_FILE is ignored (unreadable: %s)", exc)
+            if not kids:
+                key = file_key or generate_signing_key(
+                    self._settings.signing_alg, created_at=int(time.time())
+                )
                 conn.execute(key_t.insert().values(**self._row(key)))
+            elif file_key is not None and file_key.kid not in kids:
+                log.warning(
+                    "SSF_TRANSMITTER_SIGNING_KEY_FILE %s is ignored: its key %s is not among the "
+                    "%d signing keys the database already holds, and the file is read on the first "
+                    "start only. To sign with it, run `ssf transmitter keys import %s` (the current "
+                    "key stays in the JWKS for the overlap), or unset the variable.",
+                    self._settings.signing_key_file,
+                    file_key.kid,
+                    len(kids),
+                    self._settings.signing_key_file,
+                )
         self.reload()
 
-    def _initial_key(self) -> SigningKey:
-        now = int(time.time())
+    def _file_key(self) -> SigningKey | None:
         path = self._settings.signing_key_file
-        if path is not None:
-            data = path.read_text()
-            obj = json.loads(data) if data.lstrip().startswith("{") else None
-            if isinstance(obj, dict) and "keys" in obj:
-                return KeySet.from_private_jwks(obj).active
-            key = load_signing_key(data)
-            return SigningKey(key.kid, key.alg, key.key, key.created_at or now)
-        return generate_signing_key(self._settings.signing_alg, created_at=now)
+        return None if path is None else read_key_file(path)
+
+    def import_key(self, key: SigningKey) -> bool:
+        """Make ``key`` the active signing key, retiring the current one as a rotation does;
+        False (and nothing changed) when a key with its kid is already stored."""
+        now = int(time.time())
+        new = SigningKey(key.kid, key.alg, key.key, now)
+        with begin(self._engine) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(_ROTATION_LOCK)
+            if conn.execute(select(key_t.c.kid).where(key_t.c.kid == key.kid)).first() is not None:
+                return False
+            self._replace(conn, new, now)
+        self.reload()
+        return True
 
     def _row(self, key: SigningKey) -> dict[str, Any]:
         return {
@@ -178,6 +211,16 @@ class KeyStore:
                     break
         rows.close()
         return held
+
+
+def read_key_file(path: Path) -> SigningKey:
+    """A private key from a JWK, a private JWKS (its active key) or PEM file."""
+    data = path.read_text()
+    obj = json.loads(data) if data.lstrip().startswith("{") else None
+    if isinstance(obj, dict) and "keys" in obj:
+        return KeySet.from_private_jwks(obj).active
+    key = load_signing_key(data)
+    return SigningKey(key.kid, key.alg, key.key, key.created_at or int(time.time()))
 
 
 def _kid(token: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,69 @@ def test_signing_key_file_is_imported(tmp_path: Path) -> None:
     )
     assert tx.keys.active.kid == "op-key"
     tx.close()
+
+
+def test_signing_key_file_not_stored_is_ignored_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    db, secret = tmp_path / "k.db", tmp_path / "s"
+    first = Transmitter(TransmitterSettings(database_url=f"sqlite:///{db}", secret_file=secret))
+    stored = first.keys.active.kid
+    first.close()
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(KeySet([generate_signing_key("ES256", kid="late-key")]).private_jwks()))
+    with caplog.at_level(logging.WARNING, logger="transmitter.keystore"):
+        again = Transmitter(
+            TransmitterSettings(database_url=f"sqlite:///{db}", secret_file=secret, signing_key_file=path)
+        )
+    assert again.keys.active.kid == stored  # the file is not used ...
+    again.close()
+    warned = [r.getMessage() for r in caplog.records if r.name == "transmitter.keystore"]
+    assert len(warned) == 1  # ... and that is said once
+    assert "late-key" in warned[0] and "ignored" in warned[0] and "keys import" in warned[0]
+    # the way the warning names: the CLI makes it the active key, the old one stays published
+    monkeypatch.setenv("SSF_TRANSMITTER_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("SSF_TRANSMITTER_SECRET_FILE", str(secret))
+    runner = CliRunner()
+    out = runner.invoke(cli_app, ["keys", "import", str(path), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) == {"kid": "late-key", "alg": "ES256", "imported": True}
+    assert (
+        json.loads(runner.invoke(cli_app, ["keys", "import", str(path), "--json"]).stdout)["imported"]
+        is False
+    )
+    listed = json.loads(runner.invoke(cli_app, ["keys", "list", "--json"]).stdout)
+    assert {(k["kid"], k["active"]) for k in listed} == {(stored, False), ("late-key", True)}
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key")
+    assert runner.invoke(cli_app, ["keys", "import", str(bad)]).exit_code == 2
+    # a start with the file's key now stored warns no more
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="transmitter.keystore"):
+        third = Transmitter(
+            TransmitterSettings(database_url=f"sqlite:///{db}", secret_file=secret, signing_key_file=path)
+        )
+    assert third.keys.active.kid == "late-key"
+    third.close()
+    assert [r for r in caplog.records if r.name == "transmitter.keystore"] == []
+
+
+def test_signing_key_file_already_stored_gives_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(KeySet([generate_signing_key("ES256", kid="op-key")]).private_jwks()))
+    settings = {
+        "database_url": f"sqlite:///{tmp_path / 'n.db'}",
+        "secret_file": tmp_path / "s",
+        "signing_key_file": path,
+    }
+    Transmitter(TransmitterSettings(**settings)).close()  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="transmitter.keystore"):
+        tx = Transmitter(TransmitterSettings(**settings))  # type: ignore[arg-type]
+    assert tx.keys.active.kid == "op-key"
+    tx.close()
+    assert [r for r in caplog.records if r.name == "transmitter.keystore"] == []
 
 
 def test_rotation_keeps_old_key_for_overlap(server: Server) -> None:
