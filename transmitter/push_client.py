@@ -37,7 +37,11 @@ import httptools
 
 from transmitter.ssrf import GuardedResolver
 
-__all__ = ["Answer", "PushClient", "PushTransportError"]
+__all__ = ["MAX_ANSWER_HEAD", "Answer", "PushClient", "PushTransportError"]
+
+#: Most bytes before an answer's body (its head and any interim 1xx answers before it):
+#: httptools sets no limit, and a header value is held whole until it ends.
+MAX_ANSWER_HEAD = 64 * 1024
 
 
 class PushTransportError(Exception):
@@ -112,6 +116,8 @@ class _Conn(asyncio.Protocol):
         self._retry_after: str | None = None
         self._complete = False
         self._reusable = False
+        self._headed = False  # the final answer's head is read
+        self._head_bytes = 0
         self.got_bytes = False
 
     # --- asyncio.Protocol --------------------------------------------------------------
@@ -123,10 +129,16 @@ class _Conn(asyncio.Protocol):
             self.close()  # nothing asked for this: the connection is out of step
             return
         self.got_bytes = True
+        if not self._headed:
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._finish(PushTransportError(f"malformed answer: {exc}"))
+            return
+        if not self._headed and self._head_bytes > MAX_ANSWER_HEAD:
+            self._finish(PushTransportError(f"answer head exceeds {MAX_ANSWER_HEAD} bytes"))
+            self.close()
 
     def eof_received(self) -> bool | None:
         return False  # close the transport
@@ -148,6 +160,7 @@ class _Conn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
+        self._headed = self._status >= 200
 
     def on_body(self, body: bytes) -> None:
         room = self._limit - self._size
@@ -184,6 +197,7 @@ class _Conn(asyncio.Protocol):
         self._done = asyncio.get_running_loop().create_future()
         self._limit, self._body, self._size = limit, [], 0
         self._status, self._retry_after, self._complete, self._reusable = 0, None, False, False
+        self._headed, self._head_bytes = False, 0
         self.got_bytes = False
         self.transport.write(data)
         await self._done
