@@ -118,6 +118,7 @@ class _Conn(asyncio.Protocol):
         self._reusable = False
         self._headed = False  # the final answer's head is read
         self._head_bytes = 0
+        self._framed = False  # the answer declares its end (Content-Length or chunked)
         self.got_bytes = False
 
     # --- asyncio.Protocol --------------------------------------------------------------
@@ -146,7 +147,7 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._done is not None and not self._done.done():
-            if self._status and not self._complete and self._parser is not None:
+            if self._status and not self._framed and self._parser is not None:
                 # An answer without a length ends with the connection.
                 self._reusable = False
                 self._finish(None)
@@ -155,8 +156,11 @@ class _Conn(asyncio.Protocol):
 
     # --- httptools callbacks -----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"retry-after":
+        name = name.lower()
+        if name == b"retry-after":
             self._retry_after = value.decode("latin-1")
+        elif name == b"content-length" or name == b"transfer-encoding":
+            self._framed = True
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
@@ -176,7 +180,7 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if 100 <= self._status < 200:  # an interim answer: the same parser reads the real one
-            self._status, self._retry_after = 0, None
+            self._status, self._retry_after, self._framed = 0, None, False
             return
         self._complete = True
         self._reusable = bool(self._parser.should_keep_alive())
@@ -197,7 +201,7 @@ class _Conn(asyncio.Protocol):
         self._done = asyncio.get_running_loop().create_future()
         self._limit, self._body, self._size = limit, [], 0
         self._status, self._retry_after, self._complete, self._reusable = 0, None, False, False
-        self._headed, self._head_bytes = False, 0
+        self._headed, self._head_bytes, self._framed = False, 0, False
         self.got_bytes = False
         self.transport.write(data)
         await self._done

@@ -90,6 +90,31 @@ def test_an_endless_body_is_cut_at_max_answer() -> None:
     assert elapsed < 2 and peak < 4 * 1024 * 1024
 
 
+def _then_close(answer: bytes) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(answer)
+        await writer.drain()
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",
+        b"HTTP/1.1 202 Acc",
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n",
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n\r\nabc",  # its declared length not met
+        b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",  # cut inside a chunk
+    ],
+    ids=["nothing", "mid-status", "mid-head", "short-body", "mid-chunk"],
+)
+def test_a_connection_closed_mid_answer_is_a_transport_error(answer: bytes) -> None:
+    got, elapsed, _, _ = asyncio.run(_post(_then_close(answer)))
+    assert isinstance(got, PushTransportError), got
+    assert elapsed < 2
+
+
 def test_an_answer_before_the_request_is_read_is_taken_and_a_redirect_is_not_followed() -> None:
     async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(
