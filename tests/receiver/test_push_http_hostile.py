@@ -1,0 +1,70 @@
+"""receiver.push_http against hostile clients on loopback: smuggling and desync attempts are
+refused or handed to uvicorn whole, and slow or endless requests do not hold a connection."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.receiver.test_push_http import AUTH, Reader, Server, push, server
+
+__all__ = ["server"]
+
+
+def _accepted(server: Server) -> int:
+    return int(server.receiver.stats["accepted"])
+
+
+def _answers(sock: socket.socket) -> list[int]:
+    """The statuses the server answers until it closes the connection."""
+    reader = Reader(sock)
+    got = []
+    while not reader.closed():
+        got.append(reader.next().status)
+    return got
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n",
+        b"Content-Length: %d\r\nContent-Length: 0\r\n",
+        b"Content-Length: 0\r\nContent-Length: %d\r\n",
+        b"Content-Length: %d, 0\r\n",
+        b"Content-Length: +%d\r\n",
+        b"Content-Length:\r\n %d\r\n",  # obs-fold
+        b"Content-Length: %d\n",  # bare LF
+        b"X-Pad: a\nContent-Length: %d\r\n",
+        b"Transfer-Encoding: chunked, identity\r\nContent-Length: %d\r\n",
+    ],
+)
+def test_a_smuggled_push_in_a_body_is_never_applied(server: Server, head: bytes) -> None:
+    """The outer body is a whole second push: applied only if a parser split the bytes
+    differently from the declared framing (a desync)."""
+    inner = push(server.set_())
+    outer = (
+        b"POST /ssf/push HTTP/1.1\r\nHost: rx\r\nContent-Type: application/secevent+jwt\r\n"
+        b"Authorization: %s\r\n" % AUTH + head % len(inner) + b"\r\n" + inner
+    )
+    before = _accepted(server)
+    with server.connect() as sock:
+        sock.sendall(outer)
+        sock.shutdown(socket.SHUT_WR)
+        statuses = _answers(sock)
+    assert statuses and all(s == 400 for s in statuses), statuses
+    assert _accepted(server) == before
+
+
+def test_requests_after_a_refused_push_and_http_1_0_keep_alive(server: Server) -> None:
+    with server.connect() as sock:
+        sock.sendall(push(b"x", auth=b"Bearer wrong") + push(b"not a SET") + push(server.set_()))
+        reader = Reader(sock)
+        assert [reader.next().status for _ in range(3)] == [401, 400, 202]
+    one_oh = push(server.set_(), extra=b"Connection: keep-alive\r\n").replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+    with server.connect() as sock:
+        sock.sendall(one_oh + push(server.set_()))
+        sock.shutdown(socket.SHUT_WR)
+        assert _answers(sock) in ([202], [202, 202])  # uvicorn's, which may close after the first
+
