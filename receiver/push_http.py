@@ -105,7 +105,9 @@ class PushProtocol(asyncio.Protocol):
         self.keep_alive_timeout = float(config.timeout_keep_alive)
         self.limit_concurrency = config.limit_concurrency
         #: One timer per connection, re-armed from ``idle_since`` when it fires (not one per
-        #: request): when the connection went idle, None while bytes arrive or a push runs.
+        #: request): when the connection went idle (connected, or its last answer written),
+        #: None while a push runs. Bytes of a request still incomplete do not restart it: a
+        #: request trickled a byte at a time must still be whole within the timeout.
         self.timer: asyncio.TimerHandle | None = None
         self.idle_since: float | None = None
         # The current head's headers (set by the parser's callbacks).
@@ -128,7 +130,6 @@ class PushProtocol(asyncio.Protocol):
         self.buf = b""
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = None
         self.buf = self.buf + data if self.buf else data
         if self.busy:
             if len(self.buf) > self.read_limit + MAX_HEAD_BYTES and not self.read_paused:
@@ -227,6 +228,7 @@ class PushProtocol(asyncio.Protocol):
             self.parser.feed_data(body)  # back to the start of the next message
         self.buf = buf[total:]
         self.busy = True
+        self.idle_since = None
         task = self.loop.create_task(self._serve(self.h_auth, self.h_ctype, self.h_length, body, keep_alive))
         tasks = self.server_state.tasks
         tasks.add(task)
@@ -303,7 +305,8 @@ class PushProtocol(asyncio.Protocol):
         if self.eof:
             self.transport.close()
             return
-        self.idle_since = self.loop.time()
+        if self.idle_since is None:
+            self.idle_since = self.loop.time()
         if self.timer is None:
             self.timer = self.loop.call_later(self.keep_alive_timeout, self._timeout)
 
@@ -321,7 +324,7 @@ class PushProtocol(asyncio.Protocol):
         left = (
             self.keep_alive_timeout if since is None else since + self.keep_alive_timeout - self.loop.time()
         )
-        if left > 0:  # busy, or active since the timer was set: look again then
+        if left > 0:  # busy, or a request served since the timer was set: look again then
             self.timer = self.loop.call_later(left, self._timeout)
         else:
             self.transport.close()

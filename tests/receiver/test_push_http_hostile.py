@@ -4,6 +4,7 @@ refused or handed to uvicorn whole, and slow or endless requests do not hold a c
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -68,3 +69,38 @@ def test_requests_after_a_refused_push_and_http_1_0_keep_alive(server: Server) -
         sock.shutdown(socket.SHUT_WR)
         assert _answers(sock) in ([202], [202, 202])  # uvicorn's, which may close after the first
 
+
+def _trickle(sock: socket.socket, wire: bytes, every: float, seconds: float) -> float:
+    """Send ``wire`` a byte every ``every`` s until the server closes: how long it took."""
+    start = time.monotonic()
+    for i in range(len(wire)):
+        try:
+            sock.sendall(wire[i : i + 1])
+        except OSError:
+            break
+        if time.monotonic() - start > seconds:
+            break
+        time.sleep(every)
+    sock.settimeout(max(0.1, seconds - (time.monotonic() - start)))
+    try:
+        while sock.recv(65536):
+            pass
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("part", ["head", "body"])
+def test_a_request_trickled_byte_by_byte_is_closed_after_the_keep_alive_timeout(
+    server: Server, part: str
+) -> None:
+    """The fixture's keep-alive timeout is 2 s: bytes 0.5 s apart do not keep a push that never
+    completes alive (slowloris)."""
+    wire = push(server.set_())
+    head = wire.index(b"\r\n\r\n") + 4
+    with server.connect() as sock:
+        if part == "body":
+            sock.sendall(wire[:head])
+            wire = wire[head:]
+        took = _trickle(sock, wire, 0.5, 8)
+    assert took < 4.5, took
