@@ -265,7 +265,9 @@ class PushProtocol(asyncio.Protocol):
         if not keep_alive:
             transport.close()
             return
-        if self.read_paused and not self.write_paused:
+        if self.read_paused and not self.write_paused and len(self.buf) <= self.read_limit + MAX_HEAD_BYTES:
+            # Not while the buffer is still past the mark: a pipelining client that never reads
+            # would add a read (up to 256 KiB) per request served (one), without bound.
             self.read_paused = False
             transport.resume_reading()
         self._next()

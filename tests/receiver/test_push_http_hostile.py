@@ -104,3 +104,55 @@ def test_a_request_trickled_byte_by_byte_is_closed_after_the_keep_alive_timeout(
             wire = wire[head:]
         took = _trickle(sock, wire, 0.5, 8)
     assert took < 4.5, took
+
+
+def test_a_body_past_the_limit_sent_slowly_is_refused_at_once(server: Server) -> None:
+    """Declared past max_set_bytes + 1 KiB: refused on its head (the endpoint's 400, as for a
+    SET too large), then the connection is closed rather than the body read."""
+    wire = push(b"a" * 10_000_000)
+    head = wire.index(b"\r\n\r\n") + 4
+    with server.connect() as sock:
+        sock.settimeout(3)
+        sock.sendall(wire[:head] + b"a" * 100)
+        reader = Reader(sock)
+        r = reader.next()
+        assert r.status == 400 and b"exceeds" in r.body
+        assert reader.closed()
+
+
+def test_idle_connections_that_never_send_are_closed(server: Server) -> None:
+    socks = [server.connect() for _ in range(50)]
+    try:
+        start = time.monotonic()
+        for sock in socks:
+            sock.settimeout(max(0.1, 4 - (time.monotonic() - start)))
+            assert Reader(sock).closed()
+        assert time.monotonic() - start < 4
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_client_that_never_reads_its_answers_is_not_read_either(server: Server) -> None:
+    """Pipelined refused pushes, answers never read: the server stops reading, its buffers
+    (and this process, the server's) bounded, whatever the kernel's socket buffers take in."""
+    wire = push(b"not a SET") * 1000
+    before = _rss()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.settimeout(1)
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:
+                sock.sendall(wire)
+                sent += len(wire)
+        except TimeoutError:
+            pass
+        grown = _rss() - before
+    assert grown < 32 * 1024 * 1024, (sent, grown)  # was 50+ MiB: the whole 64 MiB read in
