@@ -11,6 +11,9 @@
   instances never push the same SET at once; a crashed instance's lease simply expires. A live
   instance renews the leases of all the streams it pushes (one task), so no wait of a stream's
   loop (a slow receiver, a free connection slot) lets one run out under it.
+- Every statement that writes several outbox rows takes them in id order
+  (:func:`transmitter.outbox.in_lock_order`), and no transaction writes outbox rows in two
+  statements unless it locked them all first, in that order.
 - Every transaction that locks both an outbox row and its stream row (here and in
   :mod:`transmitter.service`) takes the outbox row first; those that take the stream row first
   only insert outbox rows, which waits for no lock: no lock-order deadlock on PostgreSQL.
@@ -604,8 +607,19 @@ def _delivered_sql(mark: str, n: int) -> str:
     )
 
 
+#: PostgreSQL: the rows taken in id order (see outbox.in_lock_order), every list in one
+#: statement text.
+_PG_DELIVERED_SQL = (
+    f"UPDATE {outbox_t.name} SET state = %s, done_at = %s, last_error = NULL WHERE id IN "
+    f"(SELECT id FROM {outbox_t.name} WHERE id = ANY(%s) AND state = %s ORDER BY id FOR UPDATE)"
+)
+
+
 def _record_delivered(conn: Any, ids: list[int], now: float) -> None:
     mark = placeholder(conn)
+    if mark == "%s":
+        driver_query(conn, _PG_DELIVERED_SQL, [DELIVERED, now, ids, PENDING], rows=False)
+        return
     for i in range(0, len(ids), 512):
         chunk = ids[i : i + 512]
         # Padded to a power of two with its last id (a repeat changes nothing): a few

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.engine import Connection
 
 from ssf.events.base import Event
@@ -23,7 +23,30 @@ from ssf.set import SecurityEventToken, sign_set
 from ssf.subjects import Subject, parse_subject, subject_matches
 from transmitter.db import DELIVERED, EXPIRED, PENDING, REJECTED, outbox_t, stream_t, subject_t
 
-__all__ = ["ack", "enqueue", "expire", "reject", "route", "select_for_poll", "trim_paused"]
+__all__ = [
+    "ack",
+    "enqueue",
+    "expire",
+    "in_lock_order",
+    "lock",
+    "paused_excess",
+    "reject",
+    "route",
+    "select_for_poll",
+]
+
+
+def in_lock_order(conn: Connection, *conds: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The condition of a multi-row UPDATE or DELETE of outbox rows that takes its rows in id
+    order. PostgreSQL locks the rows of one statement in the order its plan visits them (the
+    jti index, the heap, a stream's delivery order); two statements taking overlapping rows in
+    different orders deadlock, and one of them fails (a poll's acknowledgement against a
+    disable, maintenance against a publish trimming a paused stream). With every statement
+    that writes several outbox rows locking them in id order first, none waits for a row while
+    holding one of higher id. SQLite takes the whole database: nothing to order there."""
+    if conn.dialect.name != "postgresql":
+        return and_(*conds)
+    return outbox_t.c.id.in_(select(outbox_t.c.id).where(*conds).order_by(outbox_t.c.id).with_for_update())
 
 
 def build(
@@ -172,14 +195,14 @@ def _matches(stored: Subject, event: Subject) -> bool:
     return subject_matches(stored, event)
 
 
-def trim_paused(conn: Connection, stream_id: str, max_events: int, now: float) -> int:
-    """Paused retention by count: expire the oldest held SETs beyond ``max_events``."""
+def paused_excess(conn: Connection, stream_id: str, max_events: int) -> list[int]:
+    """Paused retention by count: the ids of the oldest held SETs beyond ``max_events``."""
     n = conn.execute(
         select(func.count()).where(outbox_t.c.stream_id == stream_id, outbox_t.c.state == PENDING)
     ).scalar_one()
     if n <= max_events:
-        return 0
-    ids = [
+        return []
+    return [
         r[0]
         for r in conn.execute(
             select(outbox_t.c.id)
@@ -190,7 +213,6 @@ def trim_paused(conn: Connection, stream_id: str, max_events: int, now: float) -
             .limit(n - max_events)
         )
     ]
-    return expire(conn, ids, "paused retention: count limit", now)
 
 
 def expire(conn: Connection, ids: Sequence[int], reason: str, now: float) -> int:
@@ -198,7 +220,7 @@ def expire(conn: Connection, ids: Sequence[int], reason: str, now: float) -> int
         return 0
     res = conn.execute(
         update(outbox_t)
-        .where(outbox_t.c.id.in_(list(ids)), outbox_t.c.state == PENDING)
+        .where(in_lock_order(conn, outbox_t.c.id.in_(list(ids)), outbox_t.c.state == PENDING))
         .values(state=EXPIRED, last_error=reason, done_at=now)
     )
     return int(res.rowcount)
@@ -236,9 +258,24 @@ def _ack_sql(mark: str, n: int) -> str:
     )
 
 
+#: PostgreSQL: the rows taken in id order (see in_lock_order; the jti index would visit them in
+#: jti order), every list in one statement text.
+_PG_ACK_SQL = (
+    f"UPDATE {outbox_t.name} SET state = %s, done_at = %s WHERE id IN (SELECT id FROM {outbox_t.name} "
+    "WHERE stream_id = %s AND state = %s AND jti = ANY(%s) ORDER BY id FOR UPDATE)"
+)
+_PG_LOCK_SQL = (
+    f"SELECT id FROM {outbox_t.name} WHERE stream_id = %s AND state = %s AND jti = ANY(%s) "
+    "ORDER BY id FOR UPDATE"
+)
+
+
 def ack(conn: Connection, stream_id: str, jtis: Iterable[str], now: float) -> None:
     ids = list(jtis)
     mark = placeholder(conn)
+    if mark == "%s":
+        driver_query(conn, _PG_ACK_SQL, [DELIVERED, now, stream_id, PENDING, ids], rows=False)
+        return
     for i in range(0, len(ids), 512):
         chunk = ids[i : i + 512]
         # The list is padded to a power of two with its last jti (a repeat changes nothing):
@@ -246,6 +283,13 @@ def ack(conn: Connection, stream_id: str, jtis: Iterable[str], now: float) -> No
         size = 1 << (len(chunk) - 1).bit_length()
         chunk += [chunk[-1]] * (size - len(chunk))
         driver_query(conn, _ack_sql(mark, size), [DELIVERED, now, stream_id, PENDING, *chunk], rows=False)
+
+
+def lock(conn: Connection, stream_id: str, jtis: Iterable[str]) -> None:
+    """Take the pending rows of these jtis in id order, for a transaction that then writes
+    them in several statements (a poll's acks and setErrs; see in_lock_order)."""
+    if conn.dialect.name == "postgresql":
+        driver_query(conn, _PG_LOCK_SQL, [stream_id, PENDING, list(jtis)], rows=False)
 
 
 def reject(conn: Connection, stream_id: str, errors: dict[str, dict[str, str]], now: float) -> None:

@@ -221,7 +221,9 @@ class Transmitter:
             # Rows in the order every transaction takes them (outbox, stream, subjects; the push
             # worker records a failure outbox-then-stream): no deadlock. Deleting the stream row
             # waits for a subject change in flight, so its subject rows are gone with the rest.
-            conn.execute(outbox_t.delete().where(outbox_t.c.stream_id == stream_id))
+            conn.execute(
+                outbox_t.delete().where(outbox.in_lock_order(conn, outbox_t.c.stream_id == stream_id))
+            )
             conn.execute(stream_t.delete().where(stream_t.c.stream_id == stream_id))
             conn.execute(subject_t.delete().where(subject_t.c.stream_id == stream_id))
         # A publish that routed to the stream before this commit may insert its SETs after it;
@@ -444,8 +446,14 @@ class Transmitter:
                 out.append(result)
                 touched.update(result)
             outbox.insert(conn, rows)
-            for sid in sorted(paused):  # one lock order for every publisher: no deadlock
-                outbox.trim_paused(conn, sid, self.settings.paused_max_events, now)
+            # One statement for all the streams: it takes the rows in id order (see
+            # outbox.in_lock_order), as maintenance and other publishers do.
+            excess = [
+                i
+                for sid in sorted(paused)
+                for i in outbox.paused_excess(conn, sid, self.settings.paused_max_events)
+            ]
+            outbox.expire(conn, excess, "paused retention: count limit", now)
         self._notify(touched)
         return out
 
@@ -468,6 +476,8 @@ class Transmitter:
             method, status = found[0]
             if method != uris.POLL:
                 raise ModelError("this stream does not use poll delivery")
+            if req.set_errs:  # several statements: their rows taken first, in one lock order
+                outbox.lock(conn, stream_id, [*req.ack, *req.set_errs])
             if req.ack:
                 outbox.ack(conn, stream_id, req.ack, now)
             if req.set_errs:
@@ -499,32 +509,46 @@ class Transmitter:
             paused = [
                 r[0] for r in conn.execute(select(stream_t.c.stream_id).where(stream_t.c.status == "paused"))
             ]
-            if paused:
+        # One transaction per multi-row statement, each taking its rows in id order (see
+        # outbox.in_lock_order): two in one would hold the first's rows while taking the
+        # second's, out of order with a stream DELETE taking both.
+        if paused:
+            with begin(self.engine) as conn:
                 conn.execute(
                     update(outbox_t)
                     .where(
-                        outbox_t.c.stream_id.in_(paused),
-                        outbox_t.c.state == PENDING,
-                        outbox_t.c.control.is_(False),
-                        outbox_t.c.created_at < cutoff,
+                        outbox.in_lock_order(
+                            conn,
+                            outbox_t.c.stream_id.in_(paused),
+                            outbox_t.c.state == PENDING,
+                            outbox_t.c.control.is_(False),
+                            outbox_t.c.created_at < cutoff,
+                        )
                     )
                     .values(state=EXPIRED, last_error="paused retention: age limit", done_at=now)
                 )
-            if self.settings.outbox_keep_seconds:
+        if self.settings.outbox_keep_seconds:
+            with begin(self.engine) as conn:
                 conn.execute(
                     outbox_t.delete().where(
-                        outbox_t.c.state != PENDING,
-                        outbox_t.c.done_at < now - self.settings.outbox_keep_seconds,
+                        outbox.in_lock_order(
+                            conn,
+                            outbox_t.c.state != PENDING,
+                            outbox_t.c.done_at < now - self.settings.outbox_keep_seconds,
+                        )
                     )
                 )
-            with self._deleted_lock:
-                deleted = list(self._deleted)
-                # a publish transaction that raced the delete is long over after a minute
-                for sid, at in list(self._deleted.items()):
-                    if at < now - _DELETED_STREAM_SWEEP_SECONDS:
-                        del self._deleted[sid]
-            if deleted:
-                conn.execute(outbox_t.delete().where(outbox_t.c.stream_id.in_(deleted)))
+        with self._deleted_lock:
+            deleted = list(self._deleted)
+            # a publish transaction that raced the delete is long over after a minute
+            for sid, at in list(self._deleted.items()):
+                if at < now - _DELETED_STREAM_SWEEP_SECONDS:
+                    del self._deleted[sid]
+        if deleted:
+            with begin(self.engine) as conn:
+                conn.execute(
+                    outbox_t.delete().where(outbox.in_lock_order(conn, outbox_t.c.stream_id.in_(deleted)))
+                )
         for r in idle:
             if r.last_activity + r.inactivity_timeout < now:
                 self.set_status(r.stream_id, self.settings.inactivity_action, "inactivity timeout")
