@@ -156,3 +156,35 @@ def test_a_client_that_never_reads_its_answers_is_not_read_either(server: Server
             pass
         grown = _rss() - before
     assert grown < 32 * 1024 * 1024, (sent, grown)  # was 50+ MiB: the whole 64 MiB read in
+
+
+@pytest.mark.parametrize(
+    ("first", "rest", "status"),
+    [
+        (b"POST /ssf/pu", b"shx HTTP/1.1\r\nHost: rx\r\nContent-Length: 0\r\n\r\n", 404),
+        (
+            b"POST /ssf/push HTTP/1.",
+            b"0\r\nHost: rx\r\nContent-Length: 3\r\n\r\nabc",
+            401,
+        ),  # no Authorization
+        (
+            b"POST /ssf/push HTTP/1.1\r\nHost: rx\r\nContent-Le",
+            b"ngth: 3\r\nContent-Length: 3\r\n\r\nabc",
+            400,
+        ),
+    ],
+    ids=["other-path", "http-1.0", "duplicate-length"],
+)
+def test_a_head_split_where_it_turns_out_not_to_be_a_push(
+    server: Server, first: bytes, rest: bytes, status: int
+) -> None:
+    """The first part looks like a push: the whole head still reaches uvicorn, and a push
+    pipelined after it is answered in order."""
+    with server.connect() as sock:
+        sock.sendall(push(server.set_()) + first)
+        time.sleep(0.05)
+        sock.sendall(rest + push(server.set_()))
+        sock.shutdown(socket.SHUT_WR)
+        got = _answers(sock)
+    assert got[:2] == [202, status], got
+    assert got[2:] in ([], [202]), got  # uvicorn may close after a refused request

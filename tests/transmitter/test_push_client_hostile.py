@@ -126,3 +126,24 @@ def test_an_answer_before_the_request_is_read_is_taken_and_a_redirect_is_not_fol
     got, _, seen, _ = asyncio.run(_post(early))
     assert isinstance(got, Answer) and got.status == 302  # the caller records a 3xx as a failure
     assert seen == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\nraw bytes",
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nX-Bad: a\r\n b\r\n\r\n",  # obs-fold
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\nContent-Length: 0\r\n\r\nok",
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ],
+    ids=["upgrade", "obs-fold", "two-lengths", "length-and-chunked"],
+)
+def test_an_ambiguous_or_upgrading_answer_is_not_taken_as_accepted(answer: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    got, elapsed, _, _ = asyncio.run(_post(handler))
+    assert isinstance(got, PushTransportError), got
+    assert elapsed < 2
