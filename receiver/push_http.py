@@ -38,6 +38,9 @@ log = logging.getLogger("receiver.push")
 
 #: Most bytes of a push request's head (request line and headers); past it: 431 and close.
 MAX_HEAD_BYTES = 16 * 1024
+#: Most bytes of a request head on a handed-over connection (uvicorn's httptools protocol sets
+#: no limit and holds a header value whole): past it, plus at most one read, the connection closes.
+MAX_HANDED_HEAD_BYTES = 64 * 1024
 #: Headers that send a request to uvicorn: what only its ASGI path implements (chunked bodies,
 #: 100-continue, upgrades, the client address behind a trusted proxy).
 _HANDED_OVER = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"x-forwarded-for"))
@@ -342,9 +345,60 @@ class PushProtocol(asyncio.Protocol):
             config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
         )
         buf, self.buf = self.buf, b""
-        self.transport.set_protocol(proto)
+        guard = _HeadGuard(proto, self.transport)
+        self.transport.set_protocol(guard)
         proto.connection_made(self.transport)
         if buf:
-            proto.data_received(buf)
+            guard.data_received(buf)
         if self.eof and not proto.eof_received():
             self.transport.close()  # as uvicorn does at once when the client stops sending
+
+
+class _HeadGuard(asyncio.Protocol):
+    """In front of uvicorn's protocol on a handed-over connection: closes it when a request
+    head grows past :data:`MAX_HANDED_HEAD_BYTES` (an endless header otherwise grows memory
+    without bound). A second parser, without header callbacks, only finds where heads are."""
+
+    def __init__(self, inner: Any, transport: Any) -> None:
+        self.inner = inner
+        self.transport = transport
+        self.parser: Any = httptools.HttpRequestParser(self)
+        self.live = True  # parsing; stops at a malformed request or an upgrade (uvicorn's then)
+        self.in_head = False
+        self.began = False  # a head began in the current read (not counted: one read at most)
+        self.head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self.in_head = self.began = True
+        self.head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.live:
+            self.began = False
+            try:
+                self.parser.feed_data(data)
+            except Exception:  # malformed or upgraded: uvicorn answers it
+                self.live = False
+            else:
+                if self.in_head and not self.began:
+                    self.head_bytes += len(data)
+                    if self.head_bytes > MAX_HANDED_HEAD_BYTES:
+                        self.transport.close()
+                        return
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self.inner.eof_received()
+        return result
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()

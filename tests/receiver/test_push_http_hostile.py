@@ -188,3 +188,19 @@ def test_a_head_split_where_it_turns_out_not_to_be_a_push(
         got = _answers(sock)
     assert got[:2] == [202, status], got
     assert got[2:] in ([], [202]), got  # uvicorn may close after a refused request
+
+
+def test_an_endless_head_of_a_handed_over_request_is_cut(server: Server) -> None:
+    """uvicorn's own protocol sets no head limit: the connection closes soon after 64 KiB of
+    one head, instead of taking in (and holding) all of it."""
+    with server.connect() as sock:
+        sock.sendall(push(server.set_()) + b"GET /health HTTP/1.1\r\nHost: rx\r\nX-Pad: ")
+        sent, start = 0, time.monotonic()
+        with pytest.raises(OSError):
+            while sent < 256 * 1024 * 1024 and time.monotonic() - start < 10:
+                sock.sendall(b"p" * 65536)
+                sent += 65536
+        assert sent < 64 * 1024 * 1024
+    with server.connect() as sock:  # a big head under the limit is still served
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: rx\r\nX-Pad: %s\r\n\r\n" % (b"p" * 40000))
+        assert Reader(sock).next().status == 200
