@@ -345,7 +345,7 @@ class PushProtocol(asyncio.Protocol):
             config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
         )
         buf, self.buf = self.buf, b""
-        guard = _HeadGuard(proto, self.transport)
+        guard = _HeadGuard(proto, self.transport, self.loop, self.keep_alive_timeout)
         self.transport.set_protocol(guard)
         proto.connection_made(self.transport)
         if buf:
@@ -357,11 +357,17 @@ class PushProtocol(asyncio.Protocol):
 class _HeadGuard(asyncio.Protocol):
     """In front of uvicorn's protocol on a handed-over connection: closes it when a request
     head grows past :data:`MAX_HANDED_HEAD_BYTES` (an endless header otherwise grows memory
-    without bound). A second parser, without header callbacks, only finds where heads are."""
+    without bound), or is not whole within the keep-alive timeout of its first byte (uvicorn
+    times only idle connections after an answer: a head trickled or left unfinished held the
+    connection for ever). A second parser, without header callbacks, only finds the heads."""
 
-    def __init__(self, inner: Any, transport: Any) -> None:
+    def __init__(self, inner: Any, transport: Any, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.inner = inner
         self.transport = transport
+        self.loop = loop
+        self.timeout = timeout
+        #: Armed from a head's first byte (the hand-over is one) until the head is whole.
+        self.timer: asyncio.TimerHandle | None = loop.call_later(timeout, transport.close)
         self.parser: Any = httptools.HttpRequestParser(self)
         self.live = True  # parsing; stops at a malformed request or an upgrade (uvicorn's then)
         self.in_head = False
@@ -371,9 +377,17 @@ class _HeadGuard(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.in_head = self.began = True
         self.head_bytes = 0
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.timeout, self.transport.close)
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self._disarm()
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def data_received(self, data: bytes) -> None:
         if self.live:
@@ -382,6 +396,7 @@ class _HeadGuard(asyncio.Protocol):
                 self.parser.feed_data(data)
             except Exception:  # malformed or upgraded: uvicorn answers it
                 self.live = False
+                self._disarm()
             else:
                 if self.in_head and not self.began:
                     self.head_bytes += len(data)
@@ -395,6 +410,7 @@ class _HeadGuard(asyncio.Protocol):
         return result
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:

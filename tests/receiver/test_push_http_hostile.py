@@ -204,3 +204,18 @@ def test_an_endless_head_of_a_handed_over_request_is_cut(server: Server) -> None
     with server.connect() as sock:  # a big head under the limit is still served
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: rx\r\nX-Pad: %s\r\n\r\n" % (b"p" * 40000))
         assert Reader(sock).next().status == 200
+
+
+@pytest.mark.parametrize("start", [b"G", b"GET /health HTTP/1.1\r\nHost: rx\r\n"])
+def test_a_handed_over_head_trickled_or_left_unfinished_is_closed(server: Server, start: bytes) -> None:
+    """uvicorn times only idle connections after an answer; the fixture's keep-alive timeout
+    is 2 s: a head unfinished after it is closed, trickled (a byte per 0.5 s) or not."""
+    with server.connect() as sock:
+        sock.sendall(start)
+        assert _trickle(sock, b"X-Slow: " + b"s" * 100, 0.5, 8) < 4.5
+    with server.connect() as sock:
+        sock.sendall(start)
+        sock.settimeout(8)
+        began = time.monotonic()
+        assert Reader(sock).closed()
+        assert time.monotonic() - began < 4.5
