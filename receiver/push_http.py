@@ -12,7 +12,9 @@ request head; this module only finds where requests begin and end. At the first 
 does not serve (another path or method, a chunked body, a malformed head, HTTP/1.0, ...) the
 connection is handed, from that request's first byte on, to uvicorn's own HTTP protocol, which
 serves it and everything after it exactly as it would have without this module (the push
-path there is the same endpoint, through ASGI). Requests on a connection are answered one at
+path there is the same endpoint, through ASGI), except that a request head there must stay
+under 64 KiB and be whole within the keep-alive timeout (:class:`_HeadGuard`: uvicorn's
+httptools protocol bounds neither). Requests on a connection are answered one at
 a time, in order (pipelining is safe); keep-alive, ``Connection: close``, the keep-alive
 timeout, graceful shutdown and uvicorn's default headers (``date``, ``server``) are kept.
 """
