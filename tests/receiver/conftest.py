@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,21 @@ def fake_factory() -> Iterator[Callable[..., FakeTransmitter]]:
 @pytest.fixture
 def fake(fake_factory: Callable[..., FakeTransmitter]) -> FakeTransmitter:
     return fake_factory()
+
+
+def serve_env(fake: FakeTransmitter, port: int, **extra: str) -> dict[str, str]:
+    """The environment an operator gives ``ssf receiver serve`` (as its own process) to push
+    from ``fake`` to ``port``; ``extra`` adds or overrides ``SSF_RECEIVER_*`` variables."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "SSF_LOG_FORMAT": "text",
+        "SSF_RECEIVER_TRANSMITTER_ISSUER": fake.issuer,
+        "SSF_RECEIVER_DEV_MODE": "true",
+        "SSF_RECEIVER_CLIENT_ID": CLIENT_ID,
+        "SSF_RECEIVER_CLIENT_SECRET": CLIENT_SECRET,
+        "SSF_RECEIVER_PUSH_URL": f"http://127.0.0.1:{port}/ssf/push",
+        **{"SSF_RECEIVER_" + k.upper(): v for k, v in extra.items()},
+    }
 
 
 def receiver_settings(fake: FakeTransmitter, tmp_path: Path, port: int, **kw: Any) -> ReceiverSettings:

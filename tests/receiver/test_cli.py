@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +21,8 @@ from receiver.state import CUTOFF, Mutation, RevocationState
 from receiver.store import SQLStore, WriteBatch
 from ssf.events import SessionRevoked
 from ssf.subjects import Subject
-from tests.receiver.fake import AUDIENCE, CLIENT_ID, CLIENT_SECRET, FakeTransmitter
+from tests.receiver.conftest import serve_env
+from tests.receiver.fake import AUDIENCE, FakeTransmitter
 from tests.support.services import free_port
 
 
@@ -73,21 +73,16 @@ def _serving(fake: FakeTransmitter, tmp_path: Path, *args: str) -> Iterator[str]
     """``ssf receiver serve`` as its own process, configured by environment as an operator
     would; yields its base URL once it reports ready, and stops it by its pid."""
     port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "SSF_LOG_FORMAT": "text",
-        "SSF_RECEIVER_TRANSMITTER_ISSUER": fake.issuer,
-        "SSF_RECEIVER_DEV_MODE": "true",
-        "SSF_RECEIVER_CLIENT_ID": CLIENT_ID,
-        "SSF_RECEIVER_CLIENT_SECRET": CLIENT_SECRET,
-        "SSF_RECEIVER_PUSH_URL": f"http://127.0.0.1:{port}/ssf/push",
-        "SSF_RECEIVER_PUSH_AUTHORIZATION": "Bearer cli-push",
-        "SSF_RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
-        "SSF_RECEIVER_TOKEN_ISSUER": fake.base + "/as",
-        "SSF_RECEIVER_TOKEN_JWKS_URL": fake.base + "/as/jwks",
-        "SSF_RECEIVER_TOKEN_AUDIENCE": AUDIENCE,
-        "SSF_RECEIVER_STARTUP_TIMEOUT": "10",
-    }
+    env = serve_env(
+        fake,
+        port,
+        push_authorization="Bearer cli-push",
+        database_url=f"sqlite:///{tmp_path}/cli.db",
+        token_issuer=fake.base + "/as",
+        token_jwks_url=fake.base + "/as/jwks",
+        token_audience=AUDIENCE,
+        startup_timeout="10",
+    )
     ssf = str(Path(sys.executable).parent / "ssf")
     proc = subprocess.Popen(
         [ssf, "receiver", "serve", "--port", str(port), *args],

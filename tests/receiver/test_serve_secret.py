@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.receiver.fake import CLIENT_ID, CLIENT_SECRET, FakeTransmitter
+from tests.receiver.conftest import serve_env
+from tests.receiver.fake import FakeTransmitter
 from tests.support.services import free_port, require_redis
 
 
@@ -38,19 +39,14 @@ def test_serve_in_a_read_only_directory_without_a_secret_says_what_to_set(fake: 
     redis_url = require_redis()
     port = free_port()
     cwd = _read_only_dir()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "SSF_LOG_FORMAT": "text",
-        "SSF_RECEIVER_TRANSMITTER_ISSUER": fake.issuer,
-        "SSF_RECEIVER_DEV_MODE": "true",
-        "SSF_RECEIVER_CLIENT_ID": CLIENT_ID,
-        "SSF_RECEIVER_CLIENT_SECRET": CLIENT_SECRET,
-        "SSF_RECEIVER_PUSH_URL": f"http://127.0.0.1:{port}/ssf/push",
-        "SSF_RECEIVER_REDIS_URL": redis_url,
-        "SSF_RECEIVER_REDIS_NAMESPACE": "ssf-test-" + secrets.token_hex(4),
-        "SSF_RECEIVER_VERIFY_ON_START": "false",
-        "SSF_RECEIVER_STARTUP_TIMEOUT": "5",
-    }
+    env = serve_env(
+        fake,
+        port,
+        redis_url=redis_url,
+        redis_namespace="ssf-test-" + secrets.token_hex(4),
+        verify_on_start="false",
+        startup_timeout="5",
+    )
     try:
         proc = subprocess.run(
             [str(Path(sys.executable).parent / "ssf"), "receiver", "serve", "--port", str(port)],
